@@ -1,0 +1,131 @@
+-- The job queue: creates it on an empty project, or upgrades variant M (attempts,
+-- scheduled_at, error_details, created_by) and variant G (attempt_number, result, no
+-- scheduled_at) in place to the union of both plus leases and dedupe keys.
+
+create table if not exists public.job_queue (
+  id uuid primary key default gen_random_uuid(),
+  job_type text not null,
+  payload jsonb not null default '{}'::jsonb,
+  status text not null default 'pending',
+  priority integer not null default 0,
+  attempt_number integer not null default 0,
+  max_attempts integer not null default 3,
+  scheduled_at timestamptz not null default now(),
+  started_at timestamptz,
+  completed_at timestamptz,
+  result jsonb,
+  error_message text,
+  error_details jsonb,
+  created_by uuid references auth.users (id) on delete set null,
+  locked_by text,
+  locked_until timestamptz,
+  dedupe_key text,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+
+-- Variant M called the attempt counter "attempts".
+do $$
+begin
+  if exists (select 1 from information_schema.columns
+             where table_schema = 'public' and table_name = 'job_queue' and column_name = 'attempts')
+     and not exists (select 1 from information_schema.columns
+             where table_schema = 'public' and table_name = 'job_queue' and column_name = 'attempt_number') then
+    alter table public.job_queue rename column attempts to attempt_number;
+  end if;
+  -- Variant G had no scheduled_at: existing rows were due when they were created.
+  if not exists (select 1 from information_schema.columns
+                 where table_schema = 'public' and table_name = 'job_queue' and column_name = 'scheduled_at') then
+    alter table public.job_queue add column scheduled_at timestamptz;
+    update public.job_queue set scheduled_at = coalesce(created_at, now());
+    alter table public.job_queue alter column scheduled_at set default now();
+    alter table public.job_queue alter column scheduled_at set not null;
+  end if;
+  if not exists (select 1 from information_schema.columns
+                 where table_schema = 'public' and table_name = 'job_queue' and column_name = 'created_by') then
+    alter table public.job_queue add column created_by uuid references auth.users (id) on delete set null;
+  end if;
+end $$;
+
+alter table public.job_queue add column if not exists priority integer not null default 0;
+alter table public.job_queue add column if not exists attempt_number integer not null default 0;
+alter table public.job_queue add column if not exists max_attempts integer not null default 3;
+alter table public.job_queue add column if not exists started_at timestamptz;
+alter table public.job_queue add column if not exists completed_at timestamptz;
+alter table public.job_queue add column if not exists result jsonb;
+alter table public.job_queue add column if not exists error_message text;
+alter table public.job_queue add column if not exists error_details jsonb;
+alter table public.job_queue add column if not exists locked_by text;
+alter table public.job_queue add column if not exists locked_until timestamptz;
+alter table public.job_queue add column if not exists dedupe_key text;
+alter table public.job_queue add column if not exists created_at timestamptz not null default now();
+alter table public.job_queue add column if not exists updated_at timestamptz not null default now();
+alter table public.job_queue alter column attempt_number set default 0;
+alter table public.job_queue alter column status set default 'pending';
+
+-- Replace the old status / job_type checks with the target sets.
+do $$
+declare
+  c record;
+begin
+  for c in
+    select conname from pg_constraint
+    where conrelid = 'public.job_queue'::regclass and contype = 'c'
+      and (pg_get_constraintdef(oid) ilike '%status%' or pg_get_constraintdef(oid) ilike '%job_type%')
+      and conname not in ('job_queue_status_check_v2', 'job_queue_job_type_check_v2')
+  loop
+    execute format('alter table public.job_queue drop constraint %I', c.conname);
+  end loop;
+  if not exists (select 1 from pg_constraint where conname = 'job_queue_status_check_v2') then
+    alter table public.job_queue add constraint job_queue_status_check_v2
+      check (status in ('pending', 'processing', 'completed', 'failed', 'cancelled'));
+  end if;
+  if not exists (select 1 from pg_constraint where conname = 'job_queue_job_type_check_v2') then
+    alter table public.job_queue add constraint job_queue_job_type_check_v2
+      check (job_type in ('generate-image', 'download-image', 'process-webhook', 'cleanup-storage'));
+  end if;
+end $$;
+
+-- Claiming scans only pending rows in claim order; requeueing scans only processing rows.
+-- Both stay index scans however much finished history the table holds.
+create index if not exists job_queue_claim_idx
+  on public.job_queue (priority desc, scheduled_at, created_at)
+  where status = 'pending';
+create index if not exists job_queue_lease_idx
+  on public.job_queue (locked_until)
+  where status = 'processing';
+create index if not exists job_queue_generation_live_idx
+  on public.job_queue ((payload ->> 'generation_id'))
+  where status in ('pending', 'processing');
+create unique index if not exists job_queue_dedupe_live_key
+  on public.job_queue (dedupe_key)
+  where dedupe_key is not null and status in ('pending', 'processing');
+create index if not exists job_queue_finished_idx
+  on public.job_queue (status, completed_at)
+  where status in ('completed', 'failed', 'cancelled');
+create index if not exists job_queue_created_by_idx on public.job_queue (created_by);
+
+-- A hot queue: vacuum and analyze early, leave room for HOT updates.
+alter table public.job_queue set (
+  fillfactor = 80,
+  autovacuum_vacuum_scale_factor = 0.01,
+  autovacuum_vacuum_threshold = 200,
+  autovacuum_analyze_scale_factor = 0.02,
+  autovacuum_vacuum_cost_delay = 1
+);
+
+drop trigger if exists set_updated_at on public.job_queue;
+create trigger set_updated_at before update on public.job_queue
+  for each row execute function public.set_updated_at();
+
+comment on table public.job_queue is
+  'Background jobs of the Picture worker. Claimed with FOR UPDATE SKIP LOCKED through claim_next_job / claim_jobs; a claim holds a lease (locked_by, locked_until) that the worker heartbeats.';
+comment on column public.job_queue.job_type is 'generate-image | download-image | process-webhook | cleanup-storage';
+comment on column public.job_queue.status is 'pending | processing | completed | failed | cancelled';
+comment on column public.job_queue.priority is 'Higher runs first (download-image jobs use 1).';
+comment on column public.job_queue.attempt_number is 'Incremented by each claim; a release on shutdown gives the attempt back.';
+comment on column public.job_queue.scheduled_at is 'Not claimable before this time (delays and retry backoff).';
+comment on column public.job_queue.locked_by is 'Worker id holding the lease.';
+comment on column public.job_queue.locked_until is 'Lease expiry; past it, requeue_stale_jobs returns the job to pending (or failed when attempts are used up).';
+comment on column public.job_queue.dedupe_key is 'At most one pending or processing job per key (e.g. download:<generation_id>).';
+comment on column public.job_queue.created_by is 'The user the job works for (auth.uid() of the caller, else payload.user_id).';

@@ -1,0 +1,322 @@
+-- Queue RPCs, callable through PostgREST by name. Old overloads (variants M and G) are
+-- dropped first so PostgREST never sees two candidates for one name.
+
+do $$
+declare
+  f record;
+begin
+  for f in
+    select p.oid::regprocedure as sig
+    from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where n.nspname = 'public'
+      and p.proname in ('enqueue_job', 'claim_next_job', 'claim_jobs', 'complete_job',
+                        'heartbeat_job', 'release_job', 'requeue_stale_jobs', 'cancel_generation')
+  loop
+    execute format('drop function %s', f.sig);
+  end loop;
+end $$;
+
+-- enqueue_job ---------------------------------------------------------------------------
+create function public.enqueue_job(
+  p_job_type text,
+  p_payload jsonb,
+  p_priority integer default 0,
+  p_max_attempts integer default 3,
+  p_scheduled_at timestamptz default now(),
+  p_dedupe_key text default null
+) returns uuid
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_user uuid;
+  v_candidate text := p_payload ->> 'user_id';
+  v_id uuid;
+begin
+  v_user := auth.uid();
+  if v_user is null and v_candidate ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    select u.id into v_user from auth.users u where u.id = v_candidate::uuid;
+  end if;
+  loop
+    insert into public.job_queue (job_type, payload, priority, max_attempts, scheduled_at, created_by, dedupe_key)
+    values (p_job_type, coalesce(p_payload, '{}'::jsonb), coalesce(p_priority, 0),
+            greatest(coalesce(p_max_attempts, 3), 1), coalesce(p_scheduled_at, now()), v_user, p_dedupe_key)
+    on conflict (dedupe_key) where dedupe_key is not null and status in ('pending', 'processing')
+    do nothing
+    returning id into v_id;
+    if v_id is not null then
+      return v_id;
+    end if;
+    -- A live job with this key exists: hand back its id (loop if it just finished).
+    select j.id into v_id from public.job_queue j
+    where j.dedupe_key = p_dedupe_key and j.status in ('pending', 'processing');
+    if v_id is not null then
+      return v_id;
+    end if;
+  end loop;
+end
+$$;
+
+comment on function public.enqueue_job(text, jsonb, integer, integer, timestamptz, text) is
+  'Enqueue a job (service_role only). With p_dedupe_key, returns the id of the live job with that key instead of adding a second one.';
+
+-- claim_next_job / claim_jobs ---------------------------------------------------------------
+create function public.claim_jobs(
+  p_limit integer,
+  p_job_types text[] default null,
+  p_worker_id text default null,
+  p_lease_seconds integer default 300
+) returns setof public.job_queue
+language sql
+security definer
+set search_path = ''
+as $$
+  update public.job_queue j
+  set status = 'processing',
+      attempt_number = j.attempt_number + 1,
+      started_at = now(),
+      locked_by = p_worker_id,
+      locked_until = now() + make_interval(secs => greatest(coalesce(p_lease_seconds, 300), 1)),
+      updated_at = now()
+  where j.id in (
+    select c.id from public.job_queue c
+    where c.status = 'pending'
+      and c.scheduled_at <= now()
+      and (p_job_types is null or c.job_type = any (p_job_types))
+    order by c.priority desc, c.scheduled_at, c.created_at
+    limit greatest(coalesce(p_limit, 1), 0)
+    for update skip locked
+  )
+  returning j.*
+$$;
+
+create function public.claim_next_job(
+  p_job_types text[] default null,
+  p_worker_id text default null,
+  p_lease_seconds integer default 300
+) returns setof public.job_queue
+language sql
+security definer
+set search_path = ''
+as $$
+  select * from public.claim_jobs(1, p_job_types, p_worker_id, p_lease_seconds)
+$$;
+
+comment on function public.claim_jobs(integer, text[], text, integer) is
+  'Atomically claim up to p_limit due pending jobs (priority desc, scheduled_at, created_at) with FOR UPDATE SKIP LOCKED; each gets a lease of p_lease_seconds.';
+comment on function public.claim_next_job(text[], text, integer) is
+  'claim_jobs(1, ...). Called with no arguments it behaves like the original (variant G).';
+
+-- complete_job -------------------------------------------------------------------------------
+create or replace function public.job_retry_delay(p_attempt integer) returns interval
+language sql
+volatile
+set search_path = ''
+as $$
+  -- Exponential from 2 s (2, 4, 8, ...), capped at 300 s, with +-20 % jitter.
+  select make_interval(secs => least(300, power(2, greatest(p_attempt, 1))) * (0.8 + 0.4 * random()))
+$$;
+
+create function public.complete_job(
+  p_job_id uuid,
+  p_result jsonb default null,
+  p_error text default null,
+  p_error_details jsonb default null,
+  p_retryable boolean default true,
+  p_worker_id text default null
+) returns setof public.job_queue
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_job public.job_queue;
+begin
+  select * into v_job from public.job_queue where id = p_job_id for update;
+  if not found then
+    raise exception 'job % not found', p_job_id using errcode = 'P0002';
+  end if;
+  if p_worker_id is not null
+     and (v_job.status <> 'processing' or v_job.locked_by is distinct from p_worker_id) then
+    raise exception 'lease lost: job % is % (locked by %), not processing under worker %',
+      p_job_id, v_job.status, coalesce(v_job.locked_by, 'nobody'), p_worker_id
+      using errcode = 'PW001', hint = 'The job was requeued, cancelled or taken by another worker; do not report its outcome.';
+  end if;
+
+  if p_error is null then
+    update public.job_queue
+    set status = 'completed', result = p_result, completed_at = now(),
+        locked_by = null, locked_until = null
+    where id = p_job_id
+    returning * into v_job;
+  elsif coalesce(p_retryable, true) and v_job.attempt_number < v_job.max_attempts then
+    update public.job_queue
+    set status = 'pending', error_message = p_error, error_details = p_error_details,
+        scheduled_at = now() + public.job_retry_delay(v_job.attempt_number),
+        locked_by = null, locked_until = null
+    where id = p_job_id
+    returning * into v_job;
+  else
+    update public.job_queue
+    set status = 'failed', error_message = p_error, error_details = p_error_details,
+        completed_at = now(), locked_by = null, locked_until = null
+    where id = p_job_id
+    returning * into v_job;
+  end if;
+  return next v_job;
+end
+$$;
+
+comment on function public.complete_job(uuid, jsonb, text, jsonb, boolean, text) is
+  'Report a job outcome. Success -> completed; retryable error with attempts left -> pending after a backoff; else failed. With p_worker_id the call is fenced: it raises PW001 (lease lost) unless the job is still processing under that worker.';
+
+-- heartbeat_job / release_job -------------------------------------------------------------
+create function public.heartbeat_job(
+  p_job_id uuid,
+  p_worker_id text,
+  p_lease_seconds integer default 300
+) returns setof public.job_queue
+language sql
+security definer
+set search_path = ''
+as $$
+  with extended as (
+    update public.job_queue
+    set locked_until = now() + make_interval(secs => greatest(coalesce(p_lease_seconds, 300), 1))
+    where id = p_job_id and status = 'processing' and locked_by = p_worker_id
+    returning *
+  )
+  select * from extended
+  union all
+  select * from public.job_queue j
+  where j.id = p_job_id and not exists (select 1 from extended)
+$$;
+
+comment on function public.heartbeat_job(uuid, text, integer) is
+  'Extend the lease of a job this worker holds. Returns the row: status cancelled or another locked_by tells the worker to stop.';
+
+create function public.release_job(p_job_id uuid, p_worker_id text)
+returns setof public.job_queue
+language sql
+security definer
+set search_path = ''
+as $$
+  update public.job_queue
+  set status = 'pending',
+      attempt_number = greatest(attempt_number - 1, 0),
+      scheduled_at = now(),
+      started_at = null,
+      locked_by = null,
+      locked_until = null
+  where id = p_job_id and status = 'processing' and locked_by = p_worker_id
+  returning *
+$$;
+
+comment on function public.release_job(uuid, text) is
+  'Give a claimed job back unstarted (shutdown): pending, lease freed, the attempt returned.';
+
+-- requeue_stale_jobs -----------------------------------------------------------------------
+create function public.requeue_stale_jobs() returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_count integer := 0;
+  v_job record;
+begin
+  for v_job in
+    select id, attempt_number, max_attempts, payload ->> 'generation_id' as generation_id
+    from public.job_queue
+    where status = 'processing'
+      and ((locked_until is not null and locked_until < now())
+           or (locked_until is null and updated_at < now() - interval '15 minutes'))
+    for update skip locked
+  loop
+    if v_job.attempt_number >= v_job.max_attempts then
+      update public.job_queue
+      set status = 'failed', completed_at = now(), locked_by = null, locked_until = null,
+          error_message = coalesce(error_message || ' / ', '') ||
+            'lease expired on the final attempt (the worker died or hung)'
+      where id = v_job.id;
+      update public.image_generations
+      set status = 'failed',
+          error_message = 'The generation was abandoned: its worker stopped responding on the final attempt.'
+      where id::text = v_job.generation_id
+        and status not in ('completed', 'failed', 'cancelled');
+    else
+      update public.job_queue
+      set status = 'pending', scheduled_at = now(), locked_by = null, locked_until = null
+      where id = v_job.id;
+      update public.image_generations
+      set status = 'queued'
+      where id::text = v_job.generation_id
+        and status in ('processing', 'downloading');
+    end if;
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+
+comment on function public.requeue_stale_jobs() is
+  'Return jobs whose lease expired (or, without a lease, not updated for 15 minutes) to pending; jobs whose attempts are used up become failed, so a job that kills its worker cannot loop.';
+
+-- cancel_generation ---------------------------------------------------------------------------
+create function public.cancel_generation(p_generation_id uuid)
+returns public.image_generations
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_gen public.image_generations;
+begin
+  select * into v_gen from public.image_generations where id = p_generation_id for update;
+  if not found
+     or (coalesce(auth.role(), '') <> 'service_role' and v_gen.user_id is distinct from auth.uid()) then
+    raise exception 'generation % not found', p_generation_id using errcode = 'P0002';
+  end if;
+  if v_gen.status in ('completed', 'failed', 'cancelled') then
+    return v_gen;
+  end if;
+  update public.image_generations
+  set status = 'cancelled', completed_at = now(),
+      error_message = coalesce(error_message, 'Cancelled by the user.')
+  where id = p_generation_id
+  returning * into v_gen;
+  -- Pending jobs never run; a running job sees the cancellation at its next heartbeat
+  -- (heartbeat_job returns status cancelled) and cancels its Replicate prediction.
+  update public.job_queue
+  set status = 'cancelled', completed_at = now(), locked_until = null
+  where payload ->> 'generation_id' = p_generation_id::text
+    and status in ('pending', 'processing');
+  return v_gen;
+end
+$$;
+
+comment on function public.cancel_generation(uuid) is
+  'Cancel a generation (its owner or service_role): the row becomes cancelled, its pending and running jobs cancelled.';
+
+-- Grants: the queue is driven by the worker (service_role) only. The original granted
+-- enqueue_job to every signed-in user, who could then enqueue any job for any user.
+revoke all on function public.enqueue_job(text, jsonb, integer, integer, timestamptz, text) from public, anon, authenticated;
+revoke all on function public.claim_jobs(integer, text[], text, integer) from public, anon, authenticated;
+revoke all on function public.claim_next_job(text[], text, integer) from public, anon, authenticated;
+revoke all on function public.complete_job(uuid, jsonb, text, jsonb, boolean, text) from public, anon, authenticated;
+revoke all on function public.heartbeat_job(uuid, text, integer) from public, anon, authenticated;
+revoke all on function public.release_job(uuid, text) from public, anon, authenticated;
+revoke all on function public.requeue_stale_jobs() from public, anon, authenticated;
+revoke all on function public.job_retry_delay(integer) from public, anon, authenticated;
+revoke all on function public.cancel_generation(uuid) from public, anon;
+
+grant execute on function public.enqueue_job(text, jsonb, integer, integer, timestamptz, text) to service_role;
+grant execute on function public.claim_jobs(integer, text[], text, integer) to service_role;
+grant execute on function public.claim_next_job(text[], text, integer) to service_role;
+grant execute on function public.complete_job(uuid, jsonb, text, jsonb, boolean, text) to service_role;
+grant execute on function public.heartbeat_job(uuid, text, integer) to service_role;
+grant execute on function public.release_job(uuid, text) to service_role;
+grant execute on function public.requeue_stale_jobs() to service_role;
+grant execute on function public.job_retry_delay(integer) to service_role;
+grant execute on function public.cancel_generation(uuid) to authenticated, service_role;
