@@ -128,8 +128,7 @@ class PgCluster:
         self.datadir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             # The server user must reach the data directory and own it.
-            for parent in [self.datadir.parent]:
-                parent.chmod(parent.stat().st_mode | 0o755)
+            _make_traversable(self.datadir.parent)
             shutil.chown(self.datadir, "postgres", "postgres")
         self.datadir.chmod(0o700)
         self._run(
@@ -246,3 +245,11 @@ def _per_database_part(sql: str) -> str:
     """The bootstrap minus the cluster-wide role section (for a second database)."""
     marker = "-- @per-database"
     return sql.split(marker, 1)[1] if marker in sql else sql
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the server user reach ``path``: add the search (x) bit on our own ancestors."""
+    for directory in [path, *path.parents]:
+        st = directory.stat()
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o001:
+            directory.chmod(st.st_mode | 0o011)

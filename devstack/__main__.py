@@ -1,0 +1,74 @@
+"""`python -m devstack serve --root DIR`: run the stack's HTTP servers in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import uvicorn
+
+from devstack.app import create_app
+from devstack.context import StackContext
+from devstack.fake_replicate.app import create_app as create_fake_replicate
+from devstack.stack import Stack
+
+
+def _functions_app(state_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    try:
+        from functions_compat.app import create_app as create_functions
+    except ImportError:
+        return None
+    return create_functions(state_env)
+
+
+async def serve(root: Path) -> None:
+    stack = Stack(root)
+    st = stack.state()
+    ctx = StackContext(
+        keys=st.keys,
+        pg_port=st.pg_port,
+        public_url=st.url,
+        storage_root=stack.storage_dir,
+    )
+    ctx.functions_app = _functions_app(st.env())
+    api = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx), host="127.0.0.1", port=st.api_port, log_level="warning",
+            ws="websockets", lifespan="on", timeout_graceful_shutdown=2,
+        )
+    )
+    fake = uvicorn.Server(
+        uvicorn.Config(
+            create_fake_replicate(public_url=f"http://127.0.0.1:{st.replicate_port}"),
+            host="127.0.0.1", port=st.replicate_port, log_level="warning", lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    for server in (api, fake):
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+
+    def _stop() -> None:
+        api.should_exit = True
+        fake.should_exit = True
+
+    loop.add_signal_handler(signal.SIGTERM, _stop)
+    loop.add_signal_handler(signal.SIGINT, _stop)
+    await asyncio.gather(api.serve(), fake.serve())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("serve")
+    p.add_argument("--root", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve(args.root))
+
+
+if __name__ == "__main__":
+    main()

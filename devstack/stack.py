@@ -1,0 +1,223 @@
+"""Lifecycle of a local stack: Postgres + the Supabase-compatible server + fake Replicate.
+
+State lives in one folder (``.stack/`` in the project by default):
+
+    state.json      ports and keys (generated once, reused by every `up`)
+    pg/             the PostgreSQL data directory (pg.log beside it)
+    storage/        object bytes
+    server.log      the HTTP servers' log
+    server.pid      pid of the detached server process
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from devstack.keys import StackKeys
+from devstack.pg import PgCluster, free_port
+from worker import migrate
+
+DEFAULT_ROOT = Path(".stack")
+
+
+@dataclass
+class StackState:
+    pg_port: int
+    api_port: int
+    replicate_port: int
+    keys: StackKeys
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def replicate_url(self) -> str:
+        return f"http://127.0.0.1:{self.replicate_port}/v1"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SUPABASE_URL": self.url,
+            "SUPABASE_ANON_KEY": self.keys.anon_key,
+            "SUPABASE_SERVICE_ROLE_KEY": self.keys.service_role_key,
+            "SUPABASE_JWT_SECRET": self.keys.jwt_secret,
+            "DATABASE_URL": self.database_url,
+            "REPLICATE_API_BASE_URL": self.replicate_url,
+            "REPLICATE_API_TOKEN": "r8_local_fake_token",
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "pg_port": self.pg_port,
+                "api_port": self.api_port,
+                "replicate_port": self.replicate_port,
+                "jwt_secret": self.keys.jwt_secret,
+                "ec_private_pem": self.keys.ec_private_pem,
+                "kid": self.keys.kid,
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> StackState:
+        raw = json.loads(text)
+        keys = StackKeys(raw["jwt_secret"], raw["ec_private_pem"], raw["kid"])
+        return cls(raw["pg_port"], raw["api_port"], raw["replicate_port"], keys)
+
+
+class Stack:
+    def __init__(self, root: Path = DEFAULT_ROOT, *, fast: bool = False) -> None:
+        self.root = Path(root).resolve()
+        self.fast = fast
+        self.state_file = self.root / "state.json"
+        self.pid_file = self.root / "server.pid"
+        self.log_file = self.root / "server.log"
+        self.storage_dir = self.root / "storage"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- state -----------------------------------------------------------------------------
+    def load_state(self) -> StackState | None:
+        if not self.state_file.exists():
+            return None
+        return StackState.from_json(self.state_file.read_text())
+
+    def state(self) -> StackState:
+        st = self.load_state()
+        if st is None:
+            raise RuntimeError(f"no stack in {self.root}: run `picture-worker stack up` first")
+        return st
+
+    def _create_state(self) -> StackState:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        st = StackState(free_port(), free_port(), free_port(), StackKeys.generate())
+        self.state_file.write_text(st.to_json())
+        self.state_file.chmod(0o600)
+        return st
+
+    @property
+    def cluster(self) -> PgCluster:
+        return PgCluster(self.root / "pg", port=self.state().pg_port, fast=self.fast)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def up(self, log: Callable[[str], None] = lambda _m: None) -> StackState:
+        st = self.load_state() or self._create_state()
+        cluster = self.cluster
+        fresh = not cluster.initialized
+        if fresh:
+            log("initialising PostgreSQL 15 ...")
+            cluster.init()
+        cluster.start()
+        log(f"PostgreSQL listening on 127.0.0.1:{st.pg_port}")
+        cluster.bootstrap()
+        applied = migrate.apply(st.database_url, log=log)
+        log(f"migrations: {len(applied)} applied")
+        self.start_server()
+        log(f"API on {st.url}, fake Replicate on {st.replicate_url}")
+        return st
+
+    def server_running(self) -> bool:
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def start_server(self, timeout: float = 30.0) -> None:
+        st = self.state()
+        if self.server_running() and self.healthy():
+            return
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "devstack", "serve", "--root", str(self.root)],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._proc = proc
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"stack server exited with {proc.returncode}; see {self.log_file}:\n"
+                    + self.log_file.read_text()[-3000:]
+                )
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"stack server did not answer on {st.url} within {timeout}s")
+
+    def healthy(self) -> bool:
+        st = self.load_state()
+        if st is None:
+            return False
+        try:
+            ok = httpx.get(f"{st.url}/health", timeout=1.0).status_code == 200
+            ok = ok and httpx.get(f"{st.replicate_url}/_fake/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+        return ok
+
+    def stop_server(self, timeout: float = 15.0) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None:
+                if self._proc.poll() is not None:
+                    break
+            else:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        self._proc = None
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
+
+    def down(self) -> None:
+        self.stop_server()
+        if self.load_state() is not None:
+            self.cluster.stop()
+
+    def reset(self) -> None:
+        import shutil
+
+        if self.load_state() is not None:
+            self.down()
+        shutil.rmtree(self.root, ignore_errors=True)
