@@ -48,9 +48,7 @@ def discover(directory: Path) -> list[Migration]:
     for path in sorted(directory.glob("*.sql")):
         match = _NAME.match(path.name)
         if match is None:
-            raise MigrationError(
-                f"{path.name}: migration files are named YYYYMMDDHHMMSS_name.sql"
-            )
+            raise MigrationError(f"{path.name}: migration files are named YYYYMMDDHHMMSS_name.sql")
         found.append(Migration(match["version"], match["name"], path))
     return found
 

@@ -1,0 +1,1 @@
+"""Adapters over supabase-py: the only modules of the worker that import it."""

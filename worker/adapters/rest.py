@@ -1,0 +1,224 @@
+"""Queue and Generations over PostgREST (supabase-py sync client, service_role).
+
+The queue is driven only through the RPCs of supabase/migrations (claim_jobs, complete_job,
+heartbeat_job, ...); generations and images through the table API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from postgrest.exceptions import APIError
+
+from supabase import Client
+from worker.adapters._errors import call, translated
+from worker.errors import RetryableError
+from worker.jobs import Job, parse_ts
+from worker.ports import Row, WorkerInfo
+
+
+def _rows(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, list):
+        return [cast(dict[str, Any], r) for r in data if isinstance(r, dict)]
+    if isinstance(data, dict):
+        return [cast(dict[str, Any], data)]
+    return []
+
+
+class SupabaseQueue:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _rpc(self, name: str, params: Mapping[str, Any]) -> Any:
+        return self._client.rpc(name, dict(params)).execute().data
+
+    def claim(
+        self, limit: int, job_types: Sequence[str], worker_id: str, lease_seconds: int
+    ) -> list[Job]:
+        # Not retried in-process: a claim whose answer is lost is recovered by the lease.
+        with translated("claim_jobs"):
+            data = self._rpc(
+                "claim_jobs",
+                {
+                    "p_limit": limit,
+                    "p_job_types": list(job_types),
+                    "p_worker_id": worker_id,
+                    "p_lease_seconds": lease_seconds,
+                },
+            )
+        return [Job.from_row(r) for r in _rows(data)]
+
+    def complete(self, job_id: str, worker_id: str, result: Mapping[str, Any] | None) -> Row:
+        params = {"p_job_id": job_id, "p_result": dict(result or {}), "p_worker_id": worker_id}
+        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+        return rows[0] if rows else {}
+
+    def fail(
+        self,
+        job_id: str,
+        worker_id: str,
+        error: str,
+        details: Mapping[str, Any] | None,
+        retryable: bool,
+    ) -> Row:
+        params = {
+            "p_job_id": job_id,
+            "p_error": error,
+            "p_error_details": dict(details or {}),
+            "p_retryable": retryable,
+            "p_worker_id": worker_id,
+        }
+        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+        return rows[0] if rows else {}
+
+    def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> Row | None:
+        params = {"p_job_id": job_id, "p_worker_id": worker_id, "p_lease_seconds": lease_seconds}
+        rows = _rows(call("heartbeat_job", lambda: self._rpc("heartbeat_job", params), attempts=2))
+        return rows[0] if rows else None
+
+    def release(self, job_id: str, worker_id: str) -> bool:
+        params = {"p_job_id": job_id, "p_worker_id": worker_id}
+        return bool(_rows(call("release_job", lambda: self._rpc("release_job", params))))
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        max_attempts: int = 3,
+        dedupe_key: str | None = None,
+    ) -> str:
+        params = {
+            "p_job_type": job_type,
+            "p_payload": dict(payload),
+            "p_priority": priority,
+            "p_max_attempts": max_attempts,
+            "p_dedupe_key": dedupe_key,
+        }
+        data = call("enqueue_job", lambda: self._rpc("enqueue_job", params))
+        if not isinstance(data, str):
+            raise RetryableError(f"enqueue_job returned {data!r} instead of a job id")
+        return data
+
+    def requeue_stale(self) -> int:
+        data = call("requeue_stale_jobs", lambda: self._rpc("requeue_stale_jobs", {}), attempts=2)
+        return int(data) if isinstance(data, int | str) and str(data).isdigit() else 0
+
+    def next_scheduled_at(self, job_types: Sequence[str]) -> datetime | None:
+        params = {"p_job_types": list(job_types)}
+        data = call("next_scheduled_at", lambda: self._rpc("next_scheduled_at", params), attempts=2)
+        return parse_ts(data) if isinstance(data, str) else None
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        params = {
+            "p_worker_id": info.worker_id,
+            "p_hostname": info.hostname,
+            "p_version": info.version,
+            "p_concurrency": info.concurrency,
+            "p_in_flight": info.in_flight,
+            "p_jobs_done": info.jobs_done,
+            "p_jobs_failed": info.jobs_failed,
+            "p_realtime_connected": info.realtime_connected,
+            "p_mode": info.mode,
+            "p_stopped": info.stopped,
+        }
+        call("register_worker", lambda: self._rpc("register_worker", params), attempts=2)
+
+
+class SupabaseGenerations:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, generation_id: str) -> Row | None:
+        def run() -> Any:
+            return (
+                self._client.table("image_generations")
+                .select("*")
+                .eq("id", generation_id)
+                .limit(1)
+                .execute()
+                .data
+            )
+
+        try:
+            rows = _rows(call("read generation", run))
+        except Exception as exc:
+            if isinstance(exc.__cause__, APIError) and exc.__cause__.code == "22P02":
+                return None  # not a uuid: no such generation
+            raise
+        return rows[0] if rows else None
+
+    def update(
+        self, generation_id: str, fields: Mapping[str, Any], *, unless_status: Sequence[str] = ()
+    ) -> Row | None:
+        def run() -> Any:
+            query = (
+                self._client.table("image_generations").update(dict(fields)).eq("id", generation_id)
+            )
+            if unless_status:
+                query = query.not_.in_("status", list(unless_status))
+            return query.execute().data
+
+        rows = _rows(call("update generation", run))
+        return rows[0] if rows else None
+
+    def find_by_prediction(self, prediction_id: str) -> Row | None:
+        def run() -> Any:
+            return (
+                self._client.table("image_generations")
+                .select("*")
+                .eq("replicate_prediction_id", prediction_id)
+                .limit(1)
+                .execute()
+                .data
+            )
+
+        rows = _rows(call("read generation by prediction", run))
+        return rows[0] if rows else None
+
+    def find_image(self, generation_id: str) -> Row | None:
+        def run() -> Any:
+            return (
+                self._client.table("images")
+                .select("*")
+                .eq("generation_id", generation_id)
+                .order("created_at")
+                .limit(1)
+                .execute()
+                .data
+            )
+
+        rows = _rows(call("read image", run))
+        return rows[0] if rows else None
+
+    def insert_image(self, row: Mapping[str, Any]) -> Row:
+        try:
+            with translated("insert image"):
+                data = self._client.table("images").insert(dict(row)).execute().data
+        except Exception as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.code == "23505":
+                existing = self.find_image(str(row["generation_id"]))
+                if existing is not None:
+                    return existing
+            raise
+        rows = _rows(data)
+        return rows[0] if rows else dict(row)
+
+    def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
+        if not generation_ids:
+            return {}
+
+        def run() -> Any:
+            return (
+                self._client.table("image_generations")
+                .select("id,status")
+                .in_("id", list(generation_ids))
+                .execute()
+                .data
+            )
+
+        return {str(r["id"]): str(r["status"]) for r in _rows(call("read generations", run))}

@@ -1,0 +1,273 @@
+"""`picture-worker`: the composition root. Parses arguments, loads Settings, configures
+logging, builds the adapters and runs the command. Nothing else in the worker reads the
+environment or wires concrete classes together.
+
+    picture-worker run [--once]        the daemon
+    picture-worker functions           serve the edge-function HTTP contracts (functions_compat)
+    picture-worker status|retry|requeue|enqueue|cancel    operations (see `--help` of each)
+    picture-worker migrate             apply supabase/migrations to DATABASE_URL
+    picture-worker stack up|env|down|reset                the local development stack
+    picture-worker demo                the end-to-end demo on the local stack
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker import __version__
+from worker.errors import ConfigError
+
+log = logging.getLogger("worker.cli")
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"picture-worker: {message}", file=sys.stderr)
+    return code
+
+
+# -- run ------
+def build_services(settings: object) -> object:
+    import httpx
+
+    from worker.adapters.client import service_client
+    from worker.adapters.rest import SupabaseGenerations, SupabaseQueue
+    from worker.adapters.storage import SupabaseImageStore
+    from worker.handlers.base import Services
+    from worker.net import SafeFetcher
+    from worker.replicate.client import ReplicateClient
+    from worker.settings import Settings
+
+    assert isinstance(settings, Settings)
+    client = service_client(settings)
+    limits = httpx.Limits(max_connections=max(10, settings.concurrency * 4))
+    replicate_http = httpx.Client(
+        timeout=httpx.Timeout(
+            connect=10.0, read=settings.replicate_sync_wait + 30.0, write=30.0, pool=30.0
+        ),
+        limits=limits,
+        follow_redirects=False,
+    )
+    fetch_http = httpx.Client(
+        timeout=httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0),
+        limits=limits,
+        follow_redirects=False,
+    )
+    return Services(
+        settings=settings,
+        queue=SupabaseQueue(client),
+        generations=SupabaseGenerations(client),
+        store=SupabaseImageStore(client, settings.storage_bucket),
+        model=ReplicateClient(
+            replicate_http,
+            settings.replicate_api_token.get_secret_value(),
+            settings.replicate_api_base_url,
+            wait_seconds=settings.replicate_sync_wait,
+        ),
+        fetch_outputs=SafeFetcher(
+            fetch_http,
+            allowed_hosts=settings.allowed_download_hosts,
+            max_bytes=settings.max_image_bytes,
+            dev_http_hosts=settings.dev_http_hosts,
+        ),
+        fetch_sources=SafeFetcher(
+            fetch_http,
+            allowed_hosts=settings.allowed_source_hosts,
+            max_bytes=settings.max_image_bytes,
+            dev_http_hosts=settings.dev_http_hosts,
+        ),
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker import logs
+    from worker.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if args.concurrency is not None:
+        overrides["concurrency"] = args.concurrency
+    if args.no_realtime:
+        overrides["realtime"] = False
+    try:
+        settings = Settings.load(**overrides)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc.message}")
+    logs.configure(settings.log_level, settings.log_format, settings.secrets())
+    return asyncio.run(_run_daemon(settings, once=args.once))
+
+
+async def _run_daemon(settings: object, *, once: bool) -> int:
+    from worker.adapters.realtime import RealtimeWakeups
+    from worker.daemon import Daemon
+    from worker.handlers.base import Services
+    from worker.health import HealthServer
+    from worker.metrics import worker_metrics
+    from worker.settings import Settings
+
+    assert isinstance(settings, Settings)
+    services = build_services(settings)
+    assert isinstance(services, Services)
+    metrics = worker_metrics()
+    key = settings.supabase_service_role_key.get_secret_value()
+    daemon = Daemon(
+        services,
+        metrics,
+        once=once,
+        wakeups_factory=lambda on_event, on_state: RealtimeWakeups(
+            settings.supabase_url, key, on_event, on_state
+        ),
+    )
+
+    async def ready() -> tuple[bool, dict[str, object]]:
+        fresh = time.monotonic() - daemon.last_db_ok < max(30.0, 3 * settings.poll_interval)
+        if not fresh:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                None, lambda: services.queue.next_scheduled_at(settings.job_types)
+            )
+            daemon.last_db_ok = time.monotonic()
+        return True, {"realtime": daemon.realtime_connected, "in_flight": len(daemon.in_flight)}
+
+    health = None
+    if settings.health_port and not once:
+        health = HealthServer(settings.health_host, settings.health_port, metrics, ready)
+        try:
+            await health.start()
+        except OSError as exc:
+            where = f"{settings.health_host}:{settings.health_port}"
+            return _fail(f"WORKER_HEALTH_PORT: cannot listen on {where}: {exc}")
+    try:
+        code = await daemon.run()
+    finally:
+        if health is not None:
+            await health.stop()
+    _exit_if_threads_linger(code)
+    return code
+
+
+def _exit_if_threads_linger(code: int) -> None:
+    """Job threads cannot be killed; once their jobs are released, do not wait for them."""
+    lingering = [t for t in threading.enumerate() if t.name.startswith("job") and t.is_alive()]
+    if lingering:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(t.is_alive() for t in lingering):
+            time.sleep(0.05)
+        if any(t.is_alive() for t in lingering):
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+# -- migrate ------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from worker import migrate
+
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        return _fail("DATABASE_URL: required but not set (or pass --database-url)")
+    try:
+        applied = migrate.apply(
+            url,
+            Path(args.dir) if args.dir else None,
+            dry_run=args.dry_run,
+            log=lambda m: print(m, flush=True),
+        )
+    except migrate.MigrationError as exc:
+        return _fail(f"migration failed: {exc}", 1)
+    except Exception as exc:  # connection problems and the like: one line, no trace
+        return _fail(f"cannot migrate: {type(exc).__name__}: {exc}", 1)
+    verb = "would apply" if args.dry_run else "applied"
+    print(
+        f"{verb} {len(applied)} migration(s); database is up to date"
+        if not args.dry_run
+        else f"{verb} {len(applied)} migration(s)"
+    )
+    return 0
+
+
+# -- stack ------
+def cmd_stack(args: argparse.Namespace) -> int:
+    try:
+        from devstack.stack import Stack
+    except ImportError:
+        return _fail("the local stack is a development tool: pip install 'picture-worker[stack]'")
+    stack = Stack(Path(args.root))
+    try:
+        if args.action == "up":
+            state = stack.up(log=lambda m: print(m, file=sys.stderr, flush=True))
+            _print_env(state.env())
+        elif args.action == "env":
+            _print_env(stack.state().env())
+        elif args.action == "down":
+            stack.down()
+            print("stack stopped", file=sys.stderr)
+        elif args.action == "reset":
+            stack.reset()
+            print(f"stack removed ({args.root})", file=sys.stderr)
+    except RuntimeError as exc:
+        return _fail(str(exc), 1)
+    return 0
+
+
+def _print_env(env: dict[str, str]) -> None:
+    for key, value in env.items():
+        print(f"export {key}={value}")
+
+
+# -- parser ------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="picture-worker",
+        description="Supabase job-queue worker for the Picture app's image generations.",
+    )
+    parser.add_argument("--version", action="version", version=f"picture-worker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the worker daemon",
+        description="Run the daemon. Configured by environment variables (see README).",
+    )
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="process until the queue is empty (retries due within 30 s included), then exit",
+    )
+    run.add_argument("--concurrency", type=int, help="threads (overrides WORKER_CONCURRENCY)")
+    run.add_argument(
+        "--no-realtime", action="store_true", help="poll only (overrides WORKER_REALTIME)"
+    )
+    run.set_defaults(func=cmd_run)
+
+    mig = sub.add_parser("migrate", help="apply supabase/migrations to a database (self-hosted)")
+    mig.add_argument("--database-url", help="Postgres URL (default: DATABASE_URL)")
+    mig.add_argument("--dir", help="migrations folder (default: supabase/migrations)")
+    mig.add_argument("--dry-run", action="store_true", help="list what would be applied")
+    mig.set_defaults(func=cmd_migrate)
+
+    stack = sub.add_parser("stack", help="the local Supabase-compatible stack (development)")
+    stack.add_argument("action", choices=["up", "env", "down", "reset"])
+    stack.add_argument("--root", default=".stack", help="state folder (default: .stack)")
+    stack.set_defaults(func=cmd_stack)
+
+    from worker import commands
+
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

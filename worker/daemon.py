@@ -1,0 +1,421 @@
+"""The daemon: one asyncio loop that claims work for a thread pool.
+
+The loop waits on (wake-up | poll timer | earliest scheduled_at | stop). Wake-ups come from
+Realtime INSERTs on job_queue and from finished jobs (a thread became free); Realtime is a
+hint, polling guarantees progress (procrastinate's and pgqueuer's model). The loop claims
+only as many jobs as it has free threads, so a claimed job never waits for a thread while
+its lease runs. Blocking Supabase calls made by the loop (claims, heartbeats) run on a small
+I/O executor, never on the loop itself and never on the job threads.
+
+Stopping (SIGTERM/SIGINT): claim nothing more, let running jobs finish within
+WORKER_SHUTDOWN_GRACE, then release the rest (pending again, attempt given back). A second
+signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from worker import __version__
+from worker.errors import WorkerError
+from worker.handlers.base import JobContext, Services
+from worker.jobs import GENERATE_IMAGE, Job
+from worker.metrics import Metrics
+from worker.ports import WorkerInfo
+from worker.runner import Outcome, Runner
+
+log = logging.getLogger("worker.daemon")
+T = TypeVar("T")
+
+ONCE_HORIZON = 30.0  # --once waits for retries due within this many seconds
+
+
+class Wakeups(Protocol):
+    connected: bool
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+class Daemon:
+    def __init__(
+        self,
+        services: Services,
+        metrics: Metrics,
+        *,
+        once: bool = False,
+        wakeups_factory: Callable[[Callable[[], None], Callable[[bool], None]], Wakeups]
+        | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.metrics = metrics
+        self.once = once
+        self.worker_id = self.settings.worker_id
+        self.runner = Runner(services, self.worker_id, metrics)
+        self.in_flight: dict[str, JobContext] = {}
+        self.jobs_done = 0
+        self.jobs_failed = 0
+        self.last_db_ok = 0.0
+        self._wakeups_factory = wakeups_factory
+        self._wakeups: Wakeups | None = None
+        self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="job")
+        self._io = ThreadPoolExecutor(2, thread_name_prefix="io")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._signals = 0
+        self._claim_failures = 0
+
+    # -- public state ------
+    @property
+    def realtime_connected(self) -> bool:
+        return bool(self._wakeups and self._wakeups.connected)
+
+    @property
+    def mode(self) -> str:
+        return "webhook" if self.settings.webhook_url else "polling"
+
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def wake(self) -> None:
+        """Thread-safe: something may be claimable now."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- main ------
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._install_signals()
+        self.metrics.set("picture_worker_concurrency", self.settings.concurrency)
+        self.metrics.set("picture_worker_jobs_in_flight", 0)
+        await self._register()
+        log.info(
+            "worker %s started: concurrency %d, job types %s, realtime %s, mode %s",
+            self.worker_id,
+            self.settings.concurrency,
+            ",".join(self.settings.job_types),
+            "on" if self.settings.realtime else "off",
+            self.mode,
+            extra={"action": "worker.started", "worker_id": self.worker_id},
+        )
+        background = [
+            asyncio.create_task(
+                self._every(self.settings.heartbeat_interval, self._heartbeat_jobs)
+            ),
+            asyncio.create_task(self._every(self.settings.heartbeat_interval, self._register)),
+            asyncio.create_task(
+                self._every(self.settings.requeue_interval, self._requeue_stale, first=0.0)
+            ),
+        ]
+        if self._wakeups_factory is not None and self.settings.realtime:
+            self._wakeups = self._wakeups_factory(self.wake, self._on_realtime_state)
+            background.append(asyncio.create_task(self._wakeups.run(self._stop)))
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            self._stop.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._register(stopped=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._io.shutdown(wait=False, cancel_futures=True)
+        log.info(
+            "worker %s stopped (%d done, %d failed)",
+            self.worker_id,
+            self.jobs_done,
+            self.jobs_failed,
+            extra={"action": "worker.stopped", "worker_id": self.worker_id},
+        )
+        return 0
+
+    async def _io_call(self, fn: Callable[[], T]) -> T:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._io, fn)
+
+    # -- claiming ------
+    async def _claim_loop(self) -> None:
+        assert self._stop is not None and self._wake is not None
+        while not self._stop.is_set():
+            self._wake.clear()
+            free = self.settings.concurrency - len(self.in_flight)
+            claimed = await self._claim(free) if free > 0 else []
+            if (
+                self.once
+                and not claimed
+                and not self.in_flight
+                and not await self._retry_due_soon()
+            ):
+                log.info(
+                    "queue drained (--once)",
+                    extra={"action": "worker.drained", "worker_id": self.worker_id},
+                )
+                return
+            if claimed and len(claimed) == free:
+                continue  # maybe more: claim again as soon as a thread frees up (wake)
+            await self._sleep_until_wake(await self._wait_timeout(free, claimed))
+
+    async def _claim(self, free: int) -> list[Job]:
+        types = list(self.settings.job_types)
+        paused = self.services.credit.paused()
+        self.metrics.set("picture_worker_generate_paused", 1 if paused else 0)
+        if paused:
+            types = [t for t in types if t != GENERATE_IMAGE]
+            if not types:
+                return []
+        try:
+            jobs = await self._io_call(
+                lambda: self.services.queue.claim(
+                    free, types, self.worker_id, self.settings.lease_seconds
+                )
+            )
+        except WorkerError as exc:
+            self._claim_failures += 1
+            log.warning(
+                "claim failed (%d in a row): %s",
+                self._claim_failures,
+                exc.message,
+                extra={"action": "claim.failed", "worker_id": self.worker_id},
+            )
+            return []
+        self._claim_failures = 0
+        self.last_db_ok = time.monotonic()
+        now = datetime.now(UTC)
+        for job in jobs:
+            if job.due_at is not None:
+                self.metrics.observe(
+                    "picture_worker_pickup_latency_seconds",
+                    max(0.0, (now - job.due_at).total_seconds()),
+                    job_type=job.job_type,
+                )
+            self._submit(job)
+        return jobs
+
+    def _submit(self, job: Job) -> None:
+        ctx = JobContext(job, self.services, self.worker_id, self.settings.job_timeout)
+        self.in_flight[job.id] = ctx
+        self.metrics.set("picture_worker_jobs_in_flight", len(self.in_flight))
+        future = self._pool.submit(self.runner.run, ctx)
+        loop = self._loop
+        assert loop is not None
+
+        def done(f: Any) -> None:
+            loop.call_soon_threadsafe(self._job_done, job.id, f)
+
+        future.add_done_callback(done)
+
+    def _job_done(self, job_id: str, future: Any) -> None:
+        self.in_flight.pop(job_id, None)
+        self.metrics.set("picture_worker_jobs_in_flight", len(self.in_flight))
+        outcome = future.result() if not future.cancelled() and future.exception() is None else None
+        if isinstance(outcome, Outcome) and outcome.status == "completed":
+            self.jobs_done += 1
+        elif isinstance(outcome, Outcome) and outcome.status in ("failed", "retry"):
+            self.jobs_failed += 1
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _wait_timeout(self, free: int, claimed: list[Job]) -> float:
+        interval = self.settings.poll_interval
+        if self.settings.realtime and not self.realtime_connected:
+            interval = min(interval, self.settings.poll_interval_degraded)
+        if self._claim_failures:
+            interval = min(30.0, max(interval, 2.0 ** min(self._claim_failures, 5)))
+        if free > len(claimed):  # idle threads: wake for the earliest scheduled retry
+            nxt = await self._next_scheduled()
+            if nxt is not None:
+                interval = min(interval, max(0.05, nxt))
+        return interval
+
+    async def _next_scheduled(self) -> float | None:
+        try:
+            when = await self._io_call(
+                lambda: self.services.queue.next_scheduled_at(self.settings.job_types)
+            )
+        except WorkerError:
+            return None
+        if when is None:
+            return None
+        return (when - datetime.now(UTC)).total_seconds()
+
+    async def _retry_due_soon(self) -> bool:
+        nxt = await self._next_scheduled()
+        return nxt is not None and nxt <= ONCE_HORIZON
+
+    async def _sleep_until_wake(self, timeout: float) -> None:
+        assert self._wake is not None and self._stop is not None
+        waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(self._stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    def _on_realtime_state(self, connected: bool) -> None:
+        self.metrics.set("picture_worker_realtime_connected", 1 if connected else 0)
+        if connected:
+            self.metrics.inc("picture_worker_realtime_reconnects_total")
+        # Realtime never replays missed events and may say SUBSCRIBED before events flow:
+        # poll once after every (re)subscribe; while it is down, polling speeds up.
+        self.wake()
+
+    # -- periodic work ------
+    async def _every(
+        self, interval: float, fn: Callable[[], Awaitable[None]], first: float | None = None
+    ) -> None:
+        assert self._stop is not None
+        delay = interval if first is None else first
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                return
+            delay = interval
+            try:
+                await fn()
+            except Exception:  # a periodic task must never die
+                log.exception(
+                    "periodic task %s failed",
+                    getattr(fn, "__name__", fn),
+                    extra={"action": "worker.periodic_failed", "worker_id": self.worker_id},
+                )
+
+    async def _heartbeat_jobs(self) -> None:
+        for job_id, ctx in list(self.in_flight.items()):
+            try:
+                row = await self._io_call(
+                    lambda jid=job_id: self.services.queue.heartbeat(
+                        jid, self.worker_id, self.settings.lease_seconds
+                    )  # type: ignore[misc]
+                )
+            except WorkerError as exc:
+                ctx.log(
+                    "job.heartbeat_failed",
+                    "heartbeat failed: %s",
+                    exc.message,
+                    level=logging.WARNING,
+                )
+                continue
+            self.last_db_ok = time.monotonic()
+            if row is None or row.get("status") == "cancelled":
+                ctx.log("job.cancel_seen", "generation cancelled; stopping the job")
+                ctx.cancel()
+            elif row.get("status") != "processing" or row.get("locked_by") != self.worker_id:
+                ctx.log(
+                    "job.lease_lost",
+                    "lease lost (now %s, locked by %s)",
+                    row.get("status"),
+                    row.get("locked_by"),
+                    level=logging.WARNING,
+                )
+                ctx.lose_lease()
+
+    async def _register(self, stopped: bool = False) -> None:
+        info = WorkerInfo(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            version=__version__,
+            mode=self.mode,
+            concurrency=self.settings.concurrency,
+            in_flight=len(self.in_flight),
+            jobs_done=self.jobs_done,
+            jobs_failed=self.jobs_failed,
+            realtime_connected=self.realtime_connected if self.settings.realtime else None,
+            stopped=stopped,
+        )
+        try:
+            await self._io_call(lambda: self.services.queue.register_worker(info))
+        except (WorkerError, RuntimeError) as exc:
+            log.warning(
+                "worker registry update failed: %s",
+                exc,
+                extra={"action": "worker.register_failed", "worker_id": self.worker_id},
+            )
+
+    async def _requeue_stale(self) -> None:
+        try:
+            count = await self._io_call(self.services.queue.requeue_stale)
+        except WorkerError as exc:
+            log.warning(
+                "requeue_stale_jobs failed: %s",
+                exc.message,
+                extra={"action": "requeue.failed", "worker_id": self.worker_id},
+            )
+            return
+        if count:
+            log.info(
+                "requeued %d stale job(s)",
+                count,
+                extra={"action": "requeue.done", "worker_id": self.worker_id},
+            )
+            self.wake()
+
+    # -- stopping ------
+    def _install_signals(self) -> None:
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning(
+                "second %s: exiting now; unfinished jobs return after their lease",
+                sig.name,
+                extra={"action": "worker.killed", "worker_id": self.worker_id},
+            )
+            logging.shutdown()
+            os._exit(1)
+        log.info(
+            "%s received: draining %d job(s) for up to %.0fs",
+            sig.name,
+            len(self.in_flight),
+            self.settings.shutdown_grace,
+            extra={"action": "worker.stopping", "worker_id": self.worker_id},
+        )
+        self.request_stop()
+
+    async def _drain(self) -> None:
+        assert self._wake is not None
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        while self.in_flight and time.monotonic() < deadline:
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=min(0.2, max(0.0, deadline - time.monotonic()))
+                )
+        for job_id, ctx in list(self.in_flight.items()):
+            ctx.abandon()
+            try:
+                released = await self._io_call(
+                    lambda jid=job_id: self.services.queue.release(jid, self.worker_id)
+                )  # type: ignore[misc]
+            except WorkerError as exc:
+                ctx.log(
+                    "job.release_failed",
+                    "could not release: %s (the lease will expire)",
+                    exc.message,
+                    level=logging.WARNING,
+                )
+                continue
+            ctx.log(
+                "job.released",
+                "released unfinished job (attempt given back)"
+                if released
+                else "job already finished elsewhere",
+            )

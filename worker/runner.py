@@ -1,0 +1,168 @@
+"""Run one job in a pool thread: handler -> outcome -> fenced complete_job -> generation status.
+
+Steps (procrastinate's process -> persist -> log):
+1. run the handler under the job's deadline and stop flags (``JobContext``);
+2. persist the outcome with ``complete_job(..., p_worker_id)`` (fenced: a job that is no
+   longer ours is left alone) and mirror a failure onto the generation: ``queued`` with the
+   error kept when another attempt follows, ``failed`` only on the last one;
+3. log one line and record metrics.
+The persist step runs in the job's own thread and is never skipped by shutdown: the daemon
+waits for it during the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.errors import InsufficientCredit, JobCancelled, LeaseLost, WorkerError
+from worker.handlers import HANDLERS
+from worker.handlers.base import TERMINAL_GENERATION, JobContext, Services
+from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE
+from worker.metrics import Metrics
+from worker.retry import decide
+
+log = logging.getLogger("worker.runner")
+
+GENERATION_JOBS = (GENERATE_IMAGE, DOWNLOAD_IMAGE)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # completed | retry | failed | cancelled | lease_lost | released | paused
+    message: str = ""
+    duration: float = 0.0
+
+
+class Runner:
+    def __init__(
+        self,
+        services: Services,
+        worker_id: str,
+        metrics: Metrics,
+        handlers: Mapping[str, Callable[[JobContext], Mapping[str, Any]]] = HANDLERS,
+    ) -> None:
+        self.services = services
+        self.worker_id = worker_id
+        self.metrics = metrics
+        self.handlers = handlers
+
+    def run(self, ctx: JobContext) -> Outcome:
+        job = ctx.job
+        ctx.log("job.started", "started %s", job.job_type)
+        try:
+            outcome = self._run(ctx)
+        except Exception:  # never let a job kill its pool thread silently
+            log.exception(
+                "unexpected error while finishing job %s",
+                job.id,
+                extra={"action": "job.crashed", "worker_id": self.worker_id, **job.log_fields()},
+            )
+            outcome = Outcome("failed", "internal error while finishing the job")
+        duration = time.monotonic() - ctx.started
+        self.metrics.inc("picture_worker_jobs_total", job_type=job.job_type, outcome=outcome.status)
+        self.metrics.observe(
+            "picture_worker_job_duration_seconds",
+            duration,
+            job_type=job.job_type,
+            outcome=outcome.status,
+        )
+        level = (
+            logging.INFO
+            if outcome.status in ("completed", "released", "paused")
+            else logging.WARNING
+        )
+        ctx.log(
+            f"job.{outcome.status}",
+            "%s %s in %.3fs%s",
+            job.job_type,
+            outcome.status,
+            duration,
+            f": {outcome.message}" if outcome.message else "",
+            level=level,
+            duration=round(duration, 3),
+        )
+        return Outcome(outcome.status, outcome.message, duration)
+
+    def _run(self, ctx: JobContext) -> Outcome:
+        job = ctx.job
+        handler = self.handlers.get(job.job_type)
+        try:
+            if handler is None:
+                from worker.errors import InvalidInput
+
+                raise InvalidInput(f"no handler for job type {job.job_type!r}")
+            result = handler(ctx)
+        except JobCancelled as exc:
+            if ctx.cancel_requested:
+                return Outcome("cancelled", exc.message)  # cancel_generation already wrote the rows
+            return Outcome("released", "stopped for shutdown")  # the daemon releases the job
+        except LeaseLost as exc:
+            return Outcome("lease_lost", exc.message)
+        except InsufficientCredit as exc:
+            # Out of credit is not the job's fault: give the attempt back and pause claims.
+            pause = self.services.settings.credit_pause_seconds
+            self.services.credit.pause(pause)
+            self.services.queue.release(job.id, self.worker_id)
+            return Outcome(
+                "paused", f"{exc.message}; generate-image claims paused for {pause:.0f}s"
+            )
+        except Exception as exc:
+            return self._persist_failure(ctx, exc)
+        try:
+            self.services.queue.complete(job.id, self.worker_id, dict(result))
+        except LeaseLost as exc:
+            return Outcome("lease_lost", exc.message)
+        return Outcome("completed")
+
+    def _persist_failure(self, ctx: JobContext, exc: Exception) -> Outcome:
+        job = ctx.job
+        decision = decide(exc, job.attempt_number, job.max_attempts)
+        details: dict[str, Any] = {
+            "error_type": type(exc).__name__,
+            "attempt": job.attempt_number,
+            "worker_id": self.worker_id,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        if isinstance(exc, WorkerError) and getattr(exc, "details", None):
+            details.update(exc.details)
+        if not isinstance(exc, WorkerError):
+            log.exception(
+                "job %s raised an unexpected error",
+                job.id,
+                extra={"action": "job.error", "worker_id": self.worker_id, **job.log_fields()},
+            )
+        try:
+            row = self.services.queue.fail(
+                job.id, self.worker_id, decision.message, details, decision.retryable
+            )
+        except LeaseLost as lost:
+            return Outcome("lease_lost", lost.message)
+        final = row.get("status") != "pending"
+        self._mirror_on_generation(ctx, decision.message, final)
+        return Outcome("failed" if final else "retry", decision.message)
+
+    def _mirror_on_generation(self, ctx: JobContext, message: str, final: bool) -> None:
+        gid = ctx.job.generation_id
+        if ctx.job.job_type not in GENERATION_JOBS or not gid:
+            return
+        fields: dict[str, Any] = {
+            "status": "failed" if final else "queued",
+            "error_message": message,
+        }
+        if final:
+            fields["completed_at"] = datetime.now(UTC).isoformat()
+        try:
+            self.services.generations.update(gid, fields, unless_status=TERMINAL_GENERATION)
+        except WorkerError as exc:
+            ctx.log(
+                "generation.update_failed",
+                "could not mark generation %s: %s",
+                "failed" if final else "queued",
+                exc.message,
+                level=logging.WARNING,
+            )

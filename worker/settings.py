@@ -1,0 +1,192 @@
+"""The worker's configuration: the only place environment variables are read.
+
+Every setting is an environment variable (names below); ``Settings.load()`` validates them
+all at start and raises ``ConfigError`` with one line naming the bad variable. Secrets are
+``SecretStr`` so they never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+JOB_TYPES = ("generate-image", "download-image", "process-webhook", "cleanup-storage")
+
+CsvList = Annotated[tuple[str, ...], NoDecode]
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Settings(BaseSettings):
+    """Environment variables of ``picture-worker run`` (see the README's configuration table)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
+
+    # -- Supabase ------
+    supabase_url: str = Field(validation_alias="SUPABASE_URL")
+    supabase_service_role_key: SecretStr = Field(
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
+    )
+    storage_bucket: str = Field("generated-images", validation_alias="WORKER_STORAGE_BUCKET")
+
+    # -- Replicate ------
+    replicate_api_token: SecretStr = Field(
+        validation_alias=AliasChoices("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
+    )
+    replicate_api_base_url: str = Field(
+        "https://api.replicate.com/v1", validation_alias="REPLICATE_API_BASE_URL"
+    )
+    replicate_sync_wait: int = Field(1, ge=1, le=60, validation_alias="WORKER_REPLICATE_WAIT")
+    credit_pause_seconds: float = Field(300.0, ge=1, validation_alias="WORKER_CREDIT_PAUSE_SECONDS")
+
+    # -- the loop ------
+    worker_id: str = Field(default_factory=default_worker_id, validation_alias="WORKER_ID")
+    concurrency: int = Field(3, ge=1, le=64, validation_alias="WORKER_CONCURRENCY")
+    poll_interval: float = Field(5.0, gt=0, le=3600, validation_alias="WORKER_POLL_INTERVAL")
+    poll_interval_degraded: float = Field(
+        1.0, gt=0, le=3600, validation_alias="WORKER_POLL_INTERVAL_DEGRADED"
+    )
+    realtime: bool = Field(True, validation_alias="WORKER_REALTIME")
+    lease_seconds: int = Field(60, ge=5, le=86400, validation_alias="WORKER_LEASE_SECONDS")
+    heartbeat_interval: float = Field(15.0, gt=0, validation_alias="WORKER_HEARTBEAT_INTERVAL")
+    job_timeout: float = Field(600.0, gt=0, validation_alias="WORKER_JOB_TIMEOUT")
+    shutdown_grace: float = Field(30.0, ge=0, validation_alias="WORKER_SHUTDOWN_GRACE")
+    job_types: CsvList = Field(JOB_TYPES, validation_alias="WORKER_JOB_TYPES")
+    requeue_interval: float = Field(60.0, gt=0, validation_alias="WORKER_REQUEUE_INTERVAL")
+
+    # -- fetching ------
+    allowed_download_hosts: CsvList = Field(
+        ("replicate.delivery", "*.replicate.delivery"),
+        validation_alias="WORKER_ALLOWED_DOWNLOAD_HOSTS",
+    )
+    allowed_source_hosts: CsvList = Field(
+        ("*.supabase.co", "replicate.delivery", "*.replicate.delivery"),
+        validation_alias="WORKER_ALLOWED_SOURCE_HOSTS",
+    )
+    dev_http_hosts: CsvList = Field((), validation_alias="WORKER_DEV_HTTP_HOSTS")
+    max_image_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, validation_alias="WORKER_MAX_IMAGE_BYTES"
+    )
+
+    # -- webhook mode ------
+    webhook_url: str | None = Field(None, validation_alias="WORKER_WEBHOOK_URL")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
+
+    # -- observability ------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias="WORKER_LOG_LEVEL"
+    )
+    log_format: Literal["json", "text"] = Field("json", validation_alias="WORKER_LOG_FORMAT")
+    health_host: str = Field("0.0.0.0", validation_alias="WORKER_HEALTH_HOST")
+    health_port: int = Field(8080, ge=0, le=65535, validation_alias="WORKER_HEALTH_PORT")
+
+    # -- validators ------
+    @field_validator(
+        "job_types",
+        "allowed_download_hosts",
+        "allowed_source_hosts",
+        "dev_http_hosts",
+        mode="before",
+    )
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("supabase_url", "replicate_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
+        return value.rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be the public https URL of the replicate-webhook function")
+        return value
+
+    @field_validator("job_types")
+    @classmethod
+    def _job_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in value if t not in JOB_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown job type(s) {', '.join(unknown)}; known: {', '.join(JOB_TYPES)}"
+            )
+        if not value:
+            raise ValueError("at least one job type")
+        return value
+
+    @field_validator("supabase_service_role_key", "replicate_api_token")
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    # -- loading ------
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read and validate the environment; ``ConfigError`` names the first bad variable."""
+        try:
+            settings = cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(cls, exc)) from None
+        if settings.webhook_url and settings.webhook_secret is None:
+            raise ConfigError("REPLICATE_WEBHOOK_SECRET: required when WORKER_WEBHOOK_URL is set")
+        if settings.heartbeat_interval >= settings.lease_seconds:
+            raise ConfigError(
+                "WORKER_HEARTBEAT_INTERVAL: must be shorter than WORKER_LEASE_SECONDS"
+            )
+        return settings
+
+    def secrets(self) -> list[str]:
+        """Secret values, for the log redaction filter."""
+        values = [self.supabase_service_role_key, self.replicate_api_token, self.webhook_secret]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def env_name(model: type[BaseSettings], field: str) -> str:
+    info = model.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        return first if isinstance(first, str) else field.upper()
+    if isinstance(alias, str):
+        return alias
+    return field.upper()
+
+
+def describe_validation_error(model: type[BaseSettings], exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = err.get("loc") or ("?",)
+    field = str(loc[0])
+    name = field if field.isupper() else env_name(model, field)
+    if err.get("type") == "missing":
+        return f"{name}: required but not set"
+    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{name}: {message}"
