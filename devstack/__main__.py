@@ -36,14 +36,22 @@ async def serve(root: Path) -> None:
     ctx.functions_app = _functions_app(st.env())
     api = uvicorn.Server(
         uvicorn.Config(
-            create_app(ctx), host="127.0.0.1", port=st.api_port, log_level="warning",
-            ws="websockets", lifespan="on", timeout_graceful_shutdown=2,
+            create_app(ctx),
+            host="127.0.0.1",
+            port=st.api_port,
+            log_level="warning",
+            ws="websockets",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
         )
     )
     fake = uvicorn.Server(
         uvicorn.Config(
             create_fake_replicate(public_url=f"http://127.0.0.1:{st.replicate_port}"),
-            host="127.0.0.1", port=st.replicate_port, log_level="warning", lifespan="on",
+            host="127.0.0.1",
+            port=st.replicate_port,
+            log_level="warning",
+            lifespan="on",
             timeout_graceful_shutdown=2,
         )
     )

@@ -1,10 +1,10 @@
 """The local stack's HTTP server: one port, Supabase's URL layout.
 
-    /rest/v1                PostgREST subset            (devstack.rest)
-    /storage/v1             Storage API                 (devstack.storage)
-    /auth/v1                GoTrue subset               (devstack.auth)
-    /realtime/v1/websocket  Phoenix channels            (devstack.realtime)
-    /functions/v1/<name>    functions_compat, when mounted
+/rest/v1                PostgREST subset            (devstack.rest)
+/storage/v1             Storage API                 (devstack.storage)
+/auth/v1                GoTrue subset               (devstack.auth)
+/realtime/v1/websocket  Phoenix channels            (devstack.realtime)
+/functions/v1/<name>    functions_compat, when mounted
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def create_app(ctx: StackContext) -> Starlette:
             Mount("/storage/v1", app=storage.create_app(ctx)),
             Mount("/auth/v1", app=auth.create_app(ctx)),
             WebSocketRoute("/realtime/v1/websocket", hub.websocket_endpoint),
+            Route("/_stack/realtime/drop", hub.drop_endpoint, methods=["POST"]),
             Mount("/functions/v1", app=functions),
         ],
         lifespan=lifespan,

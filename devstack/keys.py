@@ -63,10 +63,12 @@ class StackKeys:
     def service_role_key(self) -> str:
         return self.api_key("service_role")
 
-    # -- user tokens ---------------------------------------------------------------------------
+    # -- user tokens ------
     def sign(self, claims: dict[str, Any], alg: str = "HS256") -> str:
         if alg == "ES256":
-            return jwt.encode(claims, self.ec_private_pem, algorithm="ES256", headers={"kid": self.kid})
+            return jwt.encode(
+                claims, self.ec_private_pem, algorithm="ES256", headers={"kid": self.kid}
+            )
         return jwt.encode(claims, self.jwt_secret, algorithm="HS256")
 
     def _public_key(self) -> ec.EllipticCurvePublicKey:

@@ -83,7 +83,7 @@ class PgCluster:
         if not self.port:
             self.port = self._configured_port() or free_port()
 
-    # -- paths and connection strings -------------------------------------------------
+    # -- paths and connection strings ------
     @property
     def logfile(self) -> Path:
         return self.datadir.parent / f"{self.datadir.name}.log"
@@ -94,7 +94,7 @@ class PgCluster:
     def url(self, user: str = "postgres", dbname: str = "postgres") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
-    # -- lifecycle ----------------------------------------------------------------------
+    # -- lifecycle ------
     def _as_server_user(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:
             return ["runuser", "-u", "postgres", "--", *argv]
@@ -134,10 +134,14 @@ class PgCluster:
         self._run(
             [
                 str(self.bindir / "initdb"),
-                "-D", str(self.datadir),
-                "-U", SUPERUSER,
-                "-A", "trust",
-                "-E", "UTF8",
+                "-D",
+                str(self.datadir),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
                 "--locale=C.UTF-8",
                 "--no-instructions",
             ]
@@ -186,9 +190,13 @@ class PgCluster:
         self._run(
             [
                 str(self.bindir / "pg_ctl"),
-                "-D", str(self.datadir),
-                "-l", str(self.logfile),
-                "-w", "-t", str(int(timeout)),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                str(int(timeout)),
                 "start",
             ]
         )
@@ -222,14 +230,12 @@ class PgCluster:
         with contextlib.suppress(FileNotFoundError):
             self.logfile.unlink()
 
-    # -- Supabase preparation -------------------------------------------------------------
+    # -- Supabase preparation ------
     def bootstrap(self, dbname: str = "postgres") -> None:
         """Create what Supabase provides before any project migration runs."""
         sql = BOOTSTRAP_SQL.read_text()
         with psycopg.connect(self.dsn(dbname=dbname), autocommit=True) as conn:
-            done = conn.execute(
-                "select 1 from pg_roles where rolname = 'authenticator'"
-            ).fetchone()
+            done = conn.execute("select 1 from pg_roles where rolname = 'authenticator'").fetchone()
             if done is None:
                 conn.execute(sql.encode())  # roles are cluster-wide: first database only
             else:

@@ -1,21 +1,25 @@
-"""Placeholder: replaced by the real implementation."""
+"""Supabase Realtime at ``/realtime/v1/websocket``: Phoenix channels and postgres_changes.
+
+What the official clients need (WIRE.md section 4):
+
+* Phoenix channels over one websocket, framed per the ``vsn`` query parameter: 1.0.0 objects
+  for supabase-py, 2.0.0 arrays for supabase-js. The ``apikey`` query parameter must be a
+  valid project key, otherwise the handshake is refused (HTTP 401).
+* ``phx_join`` with ``config.postgres_changes``: the reply echoes the bindings with integer
+  ids, then a ``system`` "Subscribed to PostgreSQL" message. The channel acts as its
+  ``access_token`` (or the apikey when there is none): service_role sees every change,
+  other roles only rows their RLS policies let them select (DELETEs are not RLS-checked).
+* Changes come from the WAL of the real database (a temporary wal2json slot, as Supabase's
+  replication poller does), only for tables in the ``supabase_realtime`` publication, in
+  commit order, with ``to_jsonb``-typed records.
+
+Also here: ``access_token`` updates, ``phx_leave``, heartbeats, broadcast relay (with
+``self``), presence accepted and ignored, and ``POST /_stack/realtime/drop`` to drop every
+socket (fault tests). The implementation lives in :mod:`devstack.realtime_server`.
+"""
 
 from __future__ import annotations
 
-from starlette.websockets import WebSocket
+from devstack.realtime_server.hub import RealtimeHub
 
-from devstack.context import StackContext
-
-
-class RealtimeHub:
-    def __init__(self, ctx: StackContext) -> None:
-        self.ctx = ctx
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def websocket_endpoint(self, ws: WebSocket) -> None:
-        await ws.close()
+__all__ = ["RealtimeHub"]

@@ -91,7 +91,7 @@ class Stack:
         self.storage_dir = self.root / "storage"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    # -- state -----------------------------------------------------------------------------
+    # -- state ------
     def load_state(self) -> StackState | None:
         if not self.state_file.exists():
             return None
@@ -115,7 +115,7 @@ class Stack:
     def cluster(self) -> PgCluster:
         return PgCluster(self.root / "pg", port=self.state().pg_port, fast=self.fast)
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle ------
     def up(self, log: Callable[[str], None] = lambda _m: None) -> StackState:
         st = self.load_state() or self._create_state()
         cluster = self.cluster
@@ -181,7 +181,9 @@ class Stack:
             return False
         try:
             ok = httpx.get(f"{st.url}/health", timeout=1.0).status_code == 200
-            ok = ok and httpx.get(f"{st.replicate_url}/_fake/health", timeout=1.0).status_code == 200
+            ok = (
+                ok and httpx.get(f"{st.replicate_url}/_fake/health", timeout=1.0).status_code == 200
+            )
         except httpx.HTTPError:
             return False
         return ok

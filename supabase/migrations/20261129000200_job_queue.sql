@@ -60,8 +60,46 @@ alter table public.job_queue add column if not exists locked_until timestamptz;
 alter table public.job_queue add column if not exists dedupe_key text;
 alter table public.job_queue add column if not exists created_at timestamptz not null default now();
 alter table public.job_queue add column if not exists updated_at timestamptz not null default now();
-alter table public.job_queue alter column attempt_number set default 0;
-alter table public.job_queue alter column status set default 'pending';
+
+-- The deployed variants declared the counters and timestamps nullable and some without the
+-- target defaults: fill the gaps, then constrain, so an upgraded table equals a fresh one.
+-- Only columns that are still nullable are touched, so a rerun scans nothing.
+do $$
+declare
+  c record;
+begin
+  for c in
+    select v.col, v.fill
+    from (values
+      (1, 'payload', $f$'{}'::jsonb$f$),
+      (2, 'status', $f$'pending'$f$),
+      (3, 'priority', '0'),
+      (4, 'attempt_number', '0'),
+      (5, 'max_attempts', '3'),
+      (6, 'created_at', 'now()'),
+      (7, 'scheduled_at', 'created_at'),
+      (8, 'updated_at', 'created_at')
+    ) as v(ord, col, fill)
+    join pg_attribute a
+      on a.attrelid = 'public.job_queue'::regclass and a.attname = v.col
+     and not a.attisdropped and not a.attnotnull
+    order by v.ord
+  loop
+    execute format('update public.job_queue set %I = %s where %I is null', c.col, c.fill, c.col);
+    execute format('alter table public.job_queue alter column %I set not null', c.col);
+  end loop;
+end $$;
+
+alter table public.job_queue
+  alter column id set default gen_random_uuid(),
+  alter column payload set default '{}'::jsonb,
+  alter column status set default 'pending',
+  alter column priority set default 0,
+  alter column attempt_number set default 0,
+  alter column max_attempts set default 3,
+  alter column scheduled_at set default now(),
+  alter column created_at set default now(),
+  alter column updated_at set default now();
 
 -- Replace the old status / job_type checks with the target sets.
 do $$

@@ -72,14 +72,12 @@ language sql
 security definer
 set search_path = ''
 as $$
-  update public.job_queue j
-  set status = 'processing',
-      attempt_number = j.attempt_number + 1,
-      started_at = now(),
-      locked_by = p_worker_id,
-      locked_until = now() + make_interval(secs => greatest(coalesce(p_lease_seconds, 300), 1)),
-      updated_at = now()
-  where j.id in (
+  -- The locking subquery runs exactly once (a materialized CTE). Written as
+  -- "where id in (select ... limit n for update skip locked)" the planner may choose a
+  -- nested-loop semi join that rescans the subquery per outer row; each rescan skips the
+  -- rows this command already updated and locks the next ones, so more than p_limit jobs
+  -- got claimed.
+  with picked as materialized (
     select c.id from public.job_queue c
     where c.status = 'pending'
       and c.scheduled_at <= now()
@@ -88,6 +86,15 @@ as $$
     limit greatest(coalesce(p_limit, 1), 0)
     for update skip locked
   )
+  update public.job_queue j
+  set status = 'processing',
+      attempt_number = j.attempt_number + 1,
+      started_at = now(),
+      locked_by = p_worker_id,
+      locked_until = now() + make_interval(secs => greatest(coalesce(p_lease_seconds, 300), 1)),
+      updated_at = now()
+  from picked
+  where j.id = picked.id
   returning j.*
 $$;
 
@@ -114,8 +121,10 @@ language sql
 volatile
 set search_path = ''
 as $$
-  -- Exponential from 2 s (2, 4, 8, ...), capped at 300 s, with +-20 % jitter.
-  select make_interval(secs => least(300, power(2, greatest(p_attempt, 1))) * (0.8 + 0.4 * random()))
+  -- Exponential from 2 s (2, 4, 8, ...), capped at 300 s, with +-20 % jitter. The exponent
+  -- is clamped first: power(2, n) overflows double precision from n = 1024 on.
+  select make_interval(secs => least(300, power(2, least(greatest(coalesce(p_attempt, 1), 1), 16)))
+                               * (0.8 + 0.4 * random()))
 $$;
 
 create function public.complete_job(

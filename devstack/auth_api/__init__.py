@@ -1,0 +1,1 @@
+"""GoTrue subset served under ``/auth/v1`` (see :mod:`devstack.auth`)."""

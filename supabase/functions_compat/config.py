@@ -1,0 +1,183 @@
+"""Configuration of the functions app, read from one environment mapping.
+
+    SUPABASE_URL                     the project URL (also where the JWKS is fetched)
+    SUPABASE_SERVICE_ROLE_KEY        service key (``SUPABASE_SECRET_KEY`` accepted)
+    SUPABASE_JWT_SECRET              legacy HS256 secret; optional when only asymmetric keys
+                                     (ES256/RS256 from the JWKS) sign user tokens
+    SUPABASE_ANON_KEY                optional; accepted verbatim by process-jobs when it is a
+                                     non-JWT publishable key (``SUPABASE_PUBLISHABLE_KEY``)
+    FUNCTIONS_MAX_IN_FLIGHT          generations per user in flight (default 5; 0 = no limit)
+    FUNCTIONS_MAX_PROMPT_CHARS       prompt / negative_prompt length limit (default 2000)
+    FUNCTIONS_ALLOWED_SOURCE_HOSTS   img2img source hosts, comma separated, ``*.`` wildcards
+                                     (default: the SUPABASE_URL host, *.supabase.co,
+                                     replicate.delivery, *.replicate.delivery)
+    FUNCTIONS_GENERATE_TIMEOUT       seconds the legacy generate-image waits (default 120)
+    FUNCTIONS_JWT_ISSUER             optional; when set, user tokens must carry this ``iss``
+    WORKER_DEV_HTTP_HOSTS            host:port pairs where plain http is allowed (local stack)
+    REPLICATE_* / WORKER_*           the worker's settings, used by process-jobs and
+                                     process-generation (validated here when a Replicate
+                                     token is set, so a bad variable fails at start)
+
+``FunctionsConfig.from_env`` raises ``ConfigError`` with one line naming the bad variable.
+Values are taken from the mapping only: an explicit mapping never mixes with os.environ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.errors import ConfigError
+from worker.settings import Settings, describe_validation_error
+
+CsvList = Annotated[tuple[str, ...], NoDecode]
+DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    return value
+
+
+class _InitOnly(BaseSettings):
+    """Settings read from the keyword arguments only (the mapping given to create_app)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+class _FunctionsEnv(_InitOnly):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", hide_input_in_errors=True)
+
+    supabase_url: str = Field(validation_alias="SUPABASE_URL")
+    service_key: SecretStr = Field(
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
+    )
+    jwt_secret: SecretStr | None = Field(None, validation_alias="SUPABASE_JWT_SECRET")
+    anon_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY")
+    )
+    max_in_flight: int = Field(5, ge=0, le=10_000, validation_alias="FUNCTIONS_MAX_IN_FLIGHT")
+    max_prompt_chars: int = Field(
+        2000, ge=1, le=100_000, validation_alias="FUNCTIONS_MAX_PROMPT_CHARS"
+    )
+    allowed_source_hosts: CsvList | None = Field(
+        None, validation_alias="FUNCTIONS_ALLOWED_SOURCE_HOSTS"
+    )
+    generate_timeout: float = Field(
+        120.0, gt=0, le=3600, validation_alias="FUNCTIONS_GENERATE_TIMEOUT"
+    )
+    jwt_issuer: str | None = Field(None, validation_alias="FUNCTIONS_JWT_ISSUER")
+    dev_http_hosts: CsvList = Field((), validation_alias="WORKER_DEV_HTTP_HOSTS")
+
+    @field_validator("allowed_source_hosts", "dev_http_hosts", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
+        return value.rstrip("/")
+
+    @field_validator("service_key")
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("jwt_secret", "anon_key", "jwt_issuer", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class WorkerEnvSettings(_InitOnly, Settings):
+    """The worker's Settings, read from the functions app's mapping instead of os.environ."""
+
+
+@dataclass(frozen=True)
+class FunctionsConfig:
+    supabase_url: str
+    service_key: str = field(repr=False)
+    jwt_secret: str | None = field(repr=False)
+    anon_key: str | None = field(repr=False)
+    max_in_flight: int
+    max_prompt_chars: int
+    allowed_source_hosts: tuple[str, ...]
+    generate_timeout: float
+    jwt_issuer: str | None
+    dev_http_hosts: tuple[str, ...]
+    env: Mapping[str, str] = field(repr=False)
+    worker_settings: Settings | None = field(default=None, repr=False)
+    worker_config_problem: str | None = None
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.supabase_url}/auth/v1/.well-known/jwks.json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FunctionsConfig:
+        """Validate ``env``; ``ConfigError`` names the first bad variable."""
+        values = {str(k): str(v) for k, v in env.items()}
+        try:
+            parsed = _FunctionsEnv(**values)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(_FunctionsEnv, exc)) from None
+        hosts = parsed.allowed_source_hosts
+        if hosts is None:
+            own = (urlsplit(parsed.supabase_url).hostname or "").lower()
+            hosts = tuple(dict.fromkeys((own, *DEFAULT_SOURCE_HOSTS)))
+        worker_settings, problem = _worker_settings(values)
+        return cls(
+            supabase_url=parsed.supabase_url,
+            service_key=parsed.service_key.get_secret_value(),
+            jwt_secret=parsed.jwt_secret.get_secret_value() if parsed.jwt_secret else None,
+            anon_key=parsed.anon_key.get_secret_value() if parsed.anon_key else None,
+            max_in_flight=parsed.max_in_flight,
+            max_prompt_chars=parsed.max_prompt_chars,
+            allowed_source_hosts=hosts,
+            generate_timeout=parsed.generate_timeout,
+            jwt_issuer=parsed.jwt_issuer,
+            dev_http_hosts=parsed.dev_http_hosts,
+            env=values,
+            worker_settings=worker_settings,
+            worker_config_problem=problem,
+        )
+
+    def secrets(self) -> list[str]:
+        """Secret values, for the log redaction filter."""
+        found = [self.service_key, self.jwt_secret]
+        if self.worker_settings is not None:
+            found.extend(self.worker_settings.secrets())
+        return [s for s in found if s]
+
+
+def _worker_settings(values: Mapping[str, str]) -> tuple[Settings | None, str | None]:
+    """The worker's Settings when Replicate is configured; a bad variable is fatal.
+
+    Without a Replicate token the app still serves start-generation and generate-image;
+    process-jobs and process-generation answer 500 naming the missing variable.
+    """
+    upper = {k.upper() for k in values}
+    if not upper & {"REPLICATE_API_TOKEN", "REPLICATE_API_KEY"}:
+        return None, "REPLICATE_API_TOKEN: required but not set"
+    return WorkerEnvSettings.load(**values), None
