@@ -24,11 +24,19 @@ from __future__ import annotations
 
 import os
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from devstack.auth_api.admin import AdminApi
-from devstack.auth_api.errors import ApiVersionHeader, AuthError, handle_auth_error
+from devstack.auth_api.errors import (
+    ApiVersionHeader,
+    AuthError,
+    handle_auth_error,
+    handle_database_unavailable,
+    handle_unexpected,
+)
 from devstack.auth_api.public import PublicApi
 from devstack.auth_api.sessions import SUPPORTED_ALGS, TokenSigner
 from devstack.context import StackContext
@@ -49,5 +57,10 @@ def create_app(ctx: StackContext) -> Starlette:
     return Starlette(
         routes=[*PublicApi(ctx, signer, autoconfirm).routes(), *AdminApi(ctx).routes()],
         middleware=[Middleware(ApiVersionHeader)],
-        exception_handlers={AuthError: handle_auth_error},
+        exception_handlers={
+            AuthError: handle_auth_error,
+            psycopg.OperationalError: handle_database_unavailable,
+            PoolTimeout: handle_database_unavailable,
+            Exception: handle_unexpected,
+        },
     )

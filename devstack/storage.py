@@ -20,16 +20,24 @@ real status as the string ``statusCode`` plus ``code``, ``error`` and ``message`
 
 from __future__ import annotations
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 
 from devstack.context import StackContext
 from devstack.storage_api import buckets, listing, objects, signing
 from devstack.storage_api.disk import ObjectStore
-from devstack.storage_api.errors import StorageError, handle_storage_error
+from devstack.storage_api.errors import (
+    StorageError,
+    handle_database_unavailable,
+    handle_storage_error,
+    handle_unexpected,
+)
 
 
 def create_app(ctx: StackContext) -> Starlette:
     store = ObjectStore(ctx.storage_root)
+    store.sweep()
     # Order matters: the fixed prefixes (public, sign, list, info, …) come before the
     # catch-all /object/{bucket}/{path} routes, as in storage-api.
     routes = [
@@ -40,5 +48,10 @@ def create_app(ctx: StackContext) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        exception_handlers={StorageError: handle_storage_error},
+        exception_handlers={
+            StorageError: handle_storage_error,
+            psycopg.OperationalError: handle_database_unavailable,
+            PoolTimeout: handle_database_unavailable,
+            Exception: handle_unexpected,
+        },
     )

@@ -59,6 +59,7 @@ def build_services(settings: object) -> object:
         timeout=httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0),
         limits=limits,
         follow_redirects=False,
+        trust_env=False,
     )
     return Services(
         settings=settings,

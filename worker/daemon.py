@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -294,14 +295,13 @@ class Daemon:
                     extra={"action": "worker.periodic_failed", "worker_id": self.worker_id},
                 )
 
+    def _heartbeat_one(self, job_id: str) -> Any:
+        return self.services.queue.heartbeat(job_id, self.worker_id, self.settings.lease_seconds)
+
     async def _heartbeat_jobs(self) -> None:
         for job_id, ctx in list(self.in_flight.items()):
             try:
-                row = await self._io_call(
-                    lambda jid=job_id: self.services.queue.heartbeat(
-                        jid, self.worker_id, self.settings.lease_seconds
-                    )  # type: ignore[misc]
-                )
+                row = await self._io_call(functools.partial(self._heartbeat_one, job_id))
             except WorkerError as exc:
                 ctx.log(
                     "job.heartbeat_failed",
@@ -390,6 +390,9 @@ class Daemon:
         )
         self.request_stop()
 
+    def _release(self, job_id: str) -> bool:
+        return self.services.queue.release(job_id, self.worker_id)
+
     async def _drain(self) -> None:
         assert self._wake is not None
         deadline = time.monotonic() + self.settings.shutdown_grace
@@ -402,9 +405,7 @@ class Daemon:
         for job_id, ctx in list(self.in_flight.items()):
             ctx.abandon()
             try:
-                released = await self._io_call(
-                    lambda jid=job_id: self.services.queue.release(jid, self.worker_id)
-                )  # type: ignore[misc]
+                released = await self._io_call(functools.partial(self._release, job_id))
             except WorkerError as exc:
                 ctx.log(
                     "job.release_failed",

@@ -247,8 +247,11 @@ class SafeFetcher:
         request = self._http.build_request(
             "GET",
             target.url.copy_with(host=target.address),
-            headers={"Host": target.url.netloc.decode("ascii"), "Accept": "image/*",
-                     "Accept-Encoding": "identity"},
+            headers={
+                "Host": target.url.netloc.decode("ascii"),
+                "Accept": "image/*",
+                "Accept-Encoding": "identity",
+            },
             extensions={"sni_hostname": target.host},
             timeout=self._timeout,
         )
@@ -257,15 +260,19 @@ class SafeFetcher:
         try:
             response = self._http.send(request, stream=True, follow_redirects=False)
         except httpx.TransportError as exc:
-            raise RetryableError(f"fetching from {target.host} failed: {type(exc).__name__}",
-                                 details={"error": type(exc).__name__}) from exc
+            raise RetryableError(
+                f"fetching from {target.host} failed: {type(exc).__name__}",
+                details={"error": type(exc).__name__},
+            ) from exc
         try:
             return self._read(response, target, started)
         except httpx.DecodingError as exc:
             raise FetchRefused(f"{target.host} sent an undecodable body") from exc
         except httpx.TransportError as exc:
-            raise RetryableError(f"download from {target.host} failed: {type(exc).__name__}",
-                                 details={"error": type(exc).__name__}) from exc
+            raise RetryableError(
+                f"download from {target.host} failed: {type(exc).__name__}",
+                details={"error": type(exc).__name__},
+            ) from exc
         finally:
             response.close()
 
@@ -279,8 +286,9 @@ class SafeFetcher:
                 raise FetchRefused(f"{target.host} redirected (HTTP {code}) without a Location")
             return location, b"", ""
         if code in (408, 429) or code >= 500:
-            raise RetryableError(f"{target.host} answered HTTP {code}",
-                                 details={"status_code": code})
+            raise RetryableError(
+                f"{target.host} answered HTTP {code}", details={"status_code": code}
+            )
         if code != 200:
             raise FetchRefused(f"{target.host} answered HTTP {code}", details={"status_code": code})
         declared = response.headers.get("content-length")
@@ -294,8 +302,9 @@ class SafeFetcher:
             if len(body) > self._max_bytes:
                 raise FetchRefused(f"the file is larger than the {self._max_bytes}-byte limit")
             if self._clock() - started > self._max_seconds:
-                raise RetryableError(f"download from {target.host} took over "
-                                     f"{self._max_seconds:g} s")
+                raise RetryableError(
+                    f"download from {target.host} took over {self._max_seconds:g} s"
+                )
         return None, bytes(body), response.headers.get("content-type", "")
 
     def _decode_data_uri(self, uri: str) -> tuple[bytes, str]:
@@ -335,8 +344,9 @@ def _verify(data: bytes, claimed_header: str, wanted: frozenset[str]) -> Fetched
             raise FetchRefused(problem)
     size = image_size(data, fmt)
     width, height = size if size is not None else (None, None)
-    return Fetched(data=data, content_type=CONTENT_TYPES[fmt], format=fmt,
-                   width=width, height=height)
+    return Fetched(
+        data=data, content_type=CONTENT_TYPES[fmt], format=fmt, width=width, height=height
+    )
 
 
 def _expected(expect: Iterable[str] | None) -> frozenset[str]:

@@ -27,7 +27,7 @@ def http_backoff(
 ) -> float:
     """Delay before in-process retry ``attempt`` (1-based): base * 2^(n-1), capped, +-jitter."""
     delay = min(cap, base * (2 ** max(attempt - 1, 0)))
-    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+    return float(max(0.0, delay * (1 + random.uniform(-jitter, jitter))))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.errors import InsufficientCredit, JobCancelled, LeaseLost, WorkerError
+from worker.errors import InsufficientCredit, JobCancelled, JobError, LeaseLost, WorkerError
 from worker.handlers import HANDLERS
 from worker.handlers.base import TERMINAL_GENERATION, JobContext, Services
 from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE
@@ -128,7 +128,7 @@ class Runner:
             "worker_id": self.worker_id,
             "at": datetime.now(UTC).isoformat(),
         }
-        if isinstance(exc, WorkerError) and getattr(exc, "details", None):
+        if isinstance(exc, JobError):
             details.update(exc.details)
         if not isinstance(exc, WorkerError):
             log.exception(

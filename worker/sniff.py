@@ -14,27 +14,31 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 FORMATS = ("png", "jpeg", "webp", "gif", "svg")
-CONTENT_TYPES: Mapping[str, str] = MappingProxyType({
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "gif": "image/gif",
-    "svg": "image/svg+xml",
-})
+CONTENT_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "png": "image/png",
+        "jpeg": "image/jpeg",
+        "webp": "image/webp",
+        "gif": "image/gif",
+        "svg": "image/svg+xml",
+    }
+)
 # What a Content-Type (or data: media type) claims, as a format.
-MEDIA_TYPES: Mapping[str, str] = MappingProxyType({
-    "image/png": "png",
-    "image/x-png": "png",
-    "image/apng": "png",
-    "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",
-    "image/pjpeg": "jpeg",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "image/svg+xml": "svg",
-    "text/xml": "svg",
-    "application/xml": "svg",
-})
+MEDIA_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "image/png": "png",
+        "image/x-png": "png",
+        "image/apng": "png",
+        "image/jpeg": "jpeg",
+        "image/jpg": "jpeg",
+        "image/pjpeg": "jpeg",
+        "image/webp": "webp",
+        "image/gif": "gif",
+        "image/svg+xml": "svg",
+        "text/xml": "svg",
+        "application/xml": "svg",
+    }
+)
 # Claims that say nothing about the content: the bytes decide.
 GENERIC_MEDIA_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
@@ -67,7 +71,7 @@ def sniff(data: bytes) -> str | None:
         return "webp"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
-    body = data[len(_BOM):] if data.startswith(_BOM) else data
+    body = data[len(_BOM) :] if data.startswith(_BOM) else data
     if _SVG_ROOT.match(body):
         return "svg"
     return None
@@ -131,9 +135,9 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
             i += 2
             continue
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
         if marker in _JPEG_SOF:
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             return int(w), int(h)
         i += 2 + int(length)
     return None

@@ -31,7 +31,7 @@ class WebhookSignatureError(WorkerError):
 def _key(secret: str) -> bytes:
     value = secret.strip()
     if value.startswith(SECRET_PREFIX):
-        value = value[len(SECRET_PREFIX):]
+        value = value[len(SECRET_PREFIX) :]
     try:
         key = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -68,9 +68,15 @@ def verify_signature(
     webhook_id = (lowered.get("webhook-id") or "").strip()
     timestamp = (lowered.get("webhook-timestamp") or "").strip()
     signatures = (lowered.get("webhook-signature") or "").strip()
-    missing = [name for name, value in (("webhook-id", webhook_id),
-                                        ("webhook-timestamp", timestamp),
-                                        ("webhook-signature", signatures)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("webhook-id", webhook_id),
+            ("webhook-timestamp", timestamp),
+            ("webhook-signature", signatures),
+        )
+        if not value
+    ]
     if missing:
         raise WebhookSignatureError(f"missing header(s): {', '.join(missing)}")
     if not timestamp.isdigit():

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("devstack.auth")
 
 API_VERSION_HEADER = "x-supabase-api-version"
 API_VERSION = "2024-01-01"
@@ -43,6 +46,17 @@ class AuthError(Exception):
 async def handle_auth_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuthError)
     return exc.response()
+
+
+async def handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    """Connection failures and pool exhaustion: a retryable 503 for both clients."""
+    logger.warning("auth %s %s: database unavailable: %s", request.method, request.url.path, exc)
+    return AuthError(503, "unexpected_failure", "Database unavailable, try again").response()
+
+
+async def handle_unexpected(_request: Request, _exc: Exception) -> Response:
+    """GoTrue's 500 body (the exception itself is logged by the server)."""
+    return AuthError(500, "unexpected_failure", "Unexpected failure, please try again").response()
 
 
 def iso(value: dt.datetime | None) -> str | None:

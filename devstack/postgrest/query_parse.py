@@ -513,7 +513,8 @@ def _has_operator(value: str) -> bool:
     parts = value.split(".")
     if parts[0] == "not" and len(parts) >= 2:
         return True
-    if parts[0] in ("is", "in") or parts[0] in OPERATORS or parts[0] in FTS_OPERATORS:
+    first = parts[0].removesuffix("(any)").removesuffix("(all)")
+    if first in ("is", "in") or first in OPERATORS or first in FTS_OPERATORS:
         return True
     head, sep, _ = value.partition("(")
     return bool(sep) and head in FTS_OPERATORS

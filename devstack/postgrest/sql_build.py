@@ -281,6 +281,8 @@ class Builder:
         alias: sql.Composable,
         path: tuple[str, ...],
         to_one: dict[str, sql.Composable],
+        *,
+        paging: bool = True,
     ) -> sql.Composable:
         parts: list[sql.Composable] = []
         terms = self.q.order.get(path, [])
@@ -290,9 +292,9 @@ class Builder:
                     sql.SQL(", ").join(self.order_term(source, alias, t, to_one) for t in terms)
                 )
             )
-        if path in self.q.limit:
+        if paging and path in self.q.limit:
             parts.append(sql.SQL(" limit {}").format(self.params.add(self.q.limit[path])))
-        if path in self.q.offset:
+        if paging and path in self.q.offset:
             parts.append(sql.SQL(" offset {}").format(self.params.add(self.q.offset[path])))
         return sql.Composed(parts)
 
@@ -334,7 +336,8 @@ class Builder:
         columns, inner, to_one = self.select_list(source, alias, self.q.select, ())
         conds = (self.where(source, alias, ()) if filtered else []) + inner
         where = sql.SQL(" where {}").format(sql.SQL(" and ").join(conds)) if conds else sql.SQL("")
-        paging = self.order_paging(source, alias, (), to_one) if filtered else sql.SQL("")
+        # The rows of a write are already chosen: only their order applies.
+        paging = self.order_paging(source, alias, (), to_one, paging=filtered)
         page = sql.SQL("select {} from {} as {}{}{}").format(
             columns, source.from_item, alias, where, paging
         )

@@ -13,6 +13,7 @@ come out of the same ``to_jsonb`` (uuid case, numeric scale, timestamp format...
 
 from __future__ import annotations
 
+import csv
 import json
 import zlib
 from collections.abc import Sequence
@@ -92,8 +93,9 @@ def parse_filter(text: str) -> RowFilter:
     if op == "in":
         if not (value.startswith("(") and value.endswith(")")):
             raise BindingError(f"Error parsing `filter` params: in.(a,b) expected in {text!r}")
-        members = [m.strip() for m in value[1:-1].split(",")]
-        values = tuple(m[1:-1] if len(m) >= 2 and m[0] == m[-1] == '"' else m for m in members)
+        # Members are comma separated; a double-quoted member may contain commas.
+        values = tuple(m.strip() for m in next(csv.reader([value[1:-1]], skipinitialspace=True),
+                                               []))
         if not values or values == ("",):
             raise BindingError(f"Error parsing `filter` params: empty in.() list in {text!r}")
         return RowFilter(column, op, values)

@@ -44,7 +44,14 @@ class Channel:
 
 
 class Connection:
-    def __init__(self, hub: RealtimeHub, ws: WebSocket, vsn: str, apikey: Identity) -> None:
+    def __init__(
+        self,
+        hub: RealtimeHub,
+        ws: WebSocket,
+        vsn: str,
+        apikey: Identity,
+        queue_size: int = SEND_QUEUE_SIZE,
+    ) -> None:
         self.hub = hub
         self.ws = ws
         self.vsn = vsn
@@ -52,7 +59,7 @@ class Connection:
         self.channels: dict[str, Channel] = {}
         self.closed = False
         self.finished = asyncio.Event()
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=SEND_QUEUE_SIZE)
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self._abort = asyncio.Event()
 
     # -- sending -----------------------------------------------------------------------
@@ -195,8 +202,8 @@ class Connection:
             broadcast_self=isinstance(broadcast, dict) and broadcast.get("self") is True,
         )
         self.channels[msg.topic] = channel
-        log.info("realtime: %s joined as %s with %d binding(s)", msg.topic, identity.role,
-                 len(bindings))
+        log.debug("realtime: %s joined as %s with %d binding(s)", msg.topic, identity.role,
+                  len(bindings))
         self._reply(msg, "ok", {"postgres_changes": echo(bindings)} if bindings else {})
         if bindings:
             self._system(channel, "postgres_changes", "Subscribed to PostgreSQL", "ok")

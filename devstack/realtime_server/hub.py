@@ -20,7 +20,7 @@ from devstack.keys import InvalidToken
 from devstack.realtime_server import protocol
 from devstack.realtime_server.bindings import Binding
 from devstack.realtime_server.changes import Change, WalPoller
-from devstack.realtime_server.connection import Channel, Connection
+from devstack.realtime_server.connection import SEND_QUEUE_SIZE, Channel, Connection
 from devstack.realtime_server.dispatch import dispatch
 from devstack.realtime_server.rows import Identity, RowOracle, TableMissing
 
@@ -40,6 +40,7 @@ class RealtimeHub:
         self.oracle = RowOracle(lambda: ctx.admin, lambda: ctx.api)
         self.poller = WalPoller(ctx.dsn("supabase_admin"), self._on_changes)
         self.connections: set[Connection] = set()
+        self.send_queue_size = SEND_QUEUE_SIZE  # frames per socket before it is dropped
         self._poll_task: asyncio.Task[None] | None = None
         self._refuse_until = 0.0
 
@@ -84,7 +85,7 @@ class RealtimeHub:
             await _refuse(ws, 401, f"Invalid apikey: {exc.message}")
             return
         await ws.accept()
-        conn = Connection(self, ws, vsn, Identity.from_claims(claims))
+        conn = Connection(self, ws, vsn, Identity.from_claims(claims), self.send_queue_size)
         self.connections.add(conn)
         try:
             await conn.serve()

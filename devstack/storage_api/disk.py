@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +27,7 @@ _TRASH = "#trash"
 # storage-api's bucket-name rule (isValidBucketName), ASCII word characters only.
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9_!\-.*'() &$@=;:+,?]+$")
 MAX_KEY_LENGTH = 1024
+MAX_SEGMENT_BYTES = 255  # a file name on disk
 
 
 def validate_bucket_id(bucket: str) -> str:
@@ -38,14 +40,16 @@ def validate_key(name: str) -> str:
     """Reject what could escape the bucket folder or that S3 keys can't hold.
 
     The path arrives percent-decoded once (by the ASGI server); empty, ``.`` and ``..``
-    segments, absolute paths, backslashes and control characters are refused.
+    segments, absolute paths, backslashes, control characters and segments longer than a
+    file name can be are refused.
     """
     if not name or len(name) > MAX_KEY_LENGTH:
         raise errors.invalid_key(name)
     if any(ord(c) < 0x20 or c in "\x7f\\" for c in name):
         raise errors.invalid_key(name)
-    if any(segment in ("", ".", "..") for segment in name.split("/")):
-        raise errors.invalid_key(name)
+    for segment in name.split("/"):
+        if segment in ("", ".", "..") or len(segment.encode()) > MAX_SEGMENT_BYTES:
+            raise errors.invalid_key(name)
     return name
 
 
@@ -96,6 +100,17 @@ class ObjectStore:
         if not path.resolve().is_relative_to(base.resolve()):  # symlinks, belt and braces
             raise errors.invalid_key(name)
         return path
+
+    def sweep(self, older_than: float = 3600.0) -> None:
+        """Remove temporary and trashed files left behind by an interrupted server."""
+        cutoff = time.time() - older_than
+        for folder in (self.root / _TMP, self.root / _TRASH):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        entry.unlink()
 
     def spool(self) -> Spool:
         return Spool(self.root / _TMP)

@@ -7,8 +7,12 @@ the *string* ``statusCode`` in the body, next to ``code`` (machine code, read by
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+logger = logging.getLogger("devstack.storage")
 
 
 class StorageError(Exception):
@@ -28,13 +32,27 @@ class StorageError(Exception):
         }
 
     def response(self) -> Response:
-        http_status = 500 if self.status >= 500 else 400
+        # storage-api: userStatusCode = httpStatusCode === 500 ? 500 : 400
+        http_status = 500 if self.status == 500 else 400
         return JSONResponse(self.body(), status_code=http_status)
 
 
 async def handle_storage_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StorageError)
     return exc.response()
+
+
+async def handle_database_unavailable(request: Request, exc: Exception) -> Response:
+    """Connection failures and pool exhaustion: retryable, like storage-api's 503s."""
+    logger.warning("storage %s %s: database unavailable: %s", request.method, request.url.path, exc)
+    return StorageError(
+        503, "DatabaseConnectionLimit", "The database is unavailable. Please try again later."
+    ).response()
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything else: storage-api's generic 500 body (the exception is logged by the server)."""
+    return StorageError(500, "InternalError", "Internal Server Error", error="Internal").response()
 
 
 # -- the errors storage-api raises, with its codes and wording -------------------------------

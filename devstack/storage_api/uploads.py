@@ -22,6 +22,7 @@ import anyio
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Message
 
 from devstack.storage_api import errors
 from devstack.storage_api.disk import ObjectStore, Spool
@@ -142,7 +143,46 @@ def _copy_upload(upload: UploadFile, spool: Spool, limit: int) -> None:
     spool.close()
 
 
+class _CappedBody:
+    """The request body, raising :class:`_TooLarge` once it passes ``cap`` bytes (bounds what
+    the form parser spools for a chunked body without Content-Length)."""
+
+    def __init__(self, request: Request, cap: int) -> None:
+        self._receive = request.receive
+        self.cap = cap
+        self.total = 0
+        self.done = False
+
+    async def _next(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.total += len(message.get("body", b""))
+            self.done = not message.get("more_body", False)
+        else:  # http.disconnect
+            self.done = True
+        return message
+
+    async def receive(self) -> Message:
+        message = await self._next()
+        if self.total > self.cap:
+            raise _TooLarge
+        return message
+
+    async def drain(self) -> None:
+        while not self.done and self.total <= DRAIN_CAP:
+            await self._next()
+
+
 async def _receive_multipart(request: Request, store: ObjectStore, limit: int) -> Incoming:
+    body = _CappedBody(request, limit + MULTIPART_OVERHEAD)
+    try:
+        return await _parse_multipart(Request(request.scope, body.receive), store, limit)
+    except _TooLarge:
+        await body.drain()
+        raise errors.entity_too_large() from None
+
+
+async def _parse_multipart(request: Request, store: ObjectStore, limit: int) -> Incoming:
     try:
         async with request.form(max_files=8, max_fields=32) as form:
             upload = next((v for _k, v in form.multi_items() if isinstance(v, UploadFile)), None)
@@ -155,9 +195,6 @@ async def _receive_multipart(request: Request, store: ObjectStore, limit: int) -
             spool = store.spool()
             try:
                 await anyio.to_thread.run_sync(_copy_upload, upload, spool, limit)
-            except _TooLarge:
-                spool.discard()
-                raise errors.entity_too_large() from None
             except BaseException:
                 spool.discard()
                 raise

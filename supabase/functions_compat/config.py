@@ -61,7 +61,9 @@ class _InitOnly(BaseSettings):
 
 
 class _FunctionsEnv(_InitOnly):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
 
     supabase_url: str = Field(validation_alias="SUPABASE_URL")
     service_key: SecretStr = Field(
@@ -138,8 +140,9 @@ class FunctionsConfig:
     def from_env(cls, env: Mapping[str, str]) -> FunctionsConfig:
         """Validate ``env``; ``ConfigError`` names the first bad variable."""
         values = {str(k): str(v) for k, v in env.items()}
+        kwargs: dict[str, Any] = dict(values)
         try:
-            parsed = _FunctionsEnv(**values)
+            parsed = _FunctionsEnv(**kwargs)
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(_FunctionsEnv, exc)) from None
         hosts = parsed.allowed_source_hosts

@@ -127,6 +127,9 @@ as $$
                                * (0.8 + 0.4 * random()))
 $$;
 
+comment on function public.job_retry_delay(integer) is
+  'Retry backoff after a failed attempt: 2^attempt seconds (from 2 s), capped at 300 s, +-20 % jitter.';
+
 create function public.complete_job(
   p_job_id uuid,
   p_result jsonb default null,
@@ -234,6 +237,7 @@ as $$
 declare
   v_count integer := 0;
   v_job record;
+  v_generation uuid;
 begin
   for v_job in
     select id, attempt_number, max_attempts, payload ->> 'generation_id' as generation_id
@@ -243,6 +247,12 @@ begin
            or (locked_until is null and updated_at < now() - interval '15 minutes'))
     for update skip locked
   loop
+    -- Compare uuids, not id::text: the cast would hide the primary key from the planner and
+    -- every stale job would scan all of image_generations.
+    v_generation := case
+      when v_job.generation_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+      then v_job.generation_id::uuid
+    end;
     if v_job.attempt_number >= v_job.max_attempts then
       update public.job_queue
       set status = 'failed', completed_at = now(), locked_by = null, locked_until = null,
@@ -252,7 +262,7 @@ begin
       update public.image_generations
       set status = 'failed',
           error_message = 'The generation was abandoned: its worker stopped responding on the final attempt.'
-      where id::text = v_job.generation_id
+      where id = v_generation
         and status not in ('completed', 'failed', 'cancelled');
     else
       update public.job_queue
@@ -260,7 +270,7 @@ begin
       where id = v_job.id;
       update public.image_generations
       set status = 'queued'
-      where id::text = v_job.generation_id
+      where id = v_generation
         and status in ('processing', 'downloading');
     end if;
     v_count := v_count + 1;

@@ -22,6 +22,16 @@ comment on table public.job_workers is
   'One row per worker process, upserted at start and on every heartbeat (about every 15 s). A worker whose last_seen_at is older than a minute is gone.';
 comment on column public.job_workers.in_flight is 'Jobs the worker was running at its last heartbeat.';
 comment on column public.job_workers.realtime_connected is 'Whether its Realtime subscription was live at its last heartbeat (false: it is polling).';
+comment on column public.job_workers.worker_id is 'Worker id, the locked_by of the jobs it holds.';
+comment on column public.job_workers.hostname is 'Host (or container) the worker runs on.';
+comment on column public.job_workers.version is 'Worker software version.';
+comment on column public.job_workers.mode is 'How the worker runs (e.g. daemon, once).';
+comment on column public.job_workers.concurrency is 'Size of its job thread pool.';
+comment on column public.job_workers.jobs_done is 'Jobs it completed since it started.';
+comment on column public.job_workers.jobs_failed is 'Jobs it reported as failed since it started.';
+comment on column public.job_workers.started_at is 'When the worker process registered.';
+comment on column public.job_workers.last_seen_at is 'Its last heartbeat.';
+comment on column public.job_workers.stopped_at is 'Set when it exited cleanly; null while it runs (or if it died).';
 
 create or replace function public.register_worker(
   p_worker_id text,

@@ -27,9 +27,12 @@ security definer
 set search_path = ''
 as $$
   with gone as (
+    -- A row finished by hand (the old system had no cancel RPC) may lack completed_at;
+    -- its last change then dates it, or it would be kept forever.
     delete from public.job_queue
-    where (status in ('completed', 'cancelled') and completed_at < now() - interval '7 days')
-       or (status = 'failed' and completed_at < now() - interval '30 days')
+    where (status in ('completed', 'cancelled')
+           and coalesce(completed_at, updated_at) < now() - interval '7 days')
+       or (status = 'failed' and coalesce(completed_at, updated_at) < now() - interval '30 days')
     returning 1
   )
   select count(*)::integer from gone
@@ -43,7 +46,7 @@ grant execute on function public.cleanup_old_jobs() to service_role;
 comment on function public.fail_abandoned_generations() is
   'Generations stuck in processing or downloading with no live job for 30 minutes become failed.';
 comment on function public.cleanup_old_jobs() is
-  'Delete completed and cancelled jobs older than 7 days and failed jobs older than 30 days.';
+  'Delete completed and cancelled jobs finished more than 7 days ago and failed jobs finished more than 30 days ago (completed_at, else updated_at).';
 
 do $$
 begin

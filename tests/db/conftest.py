@@ -9,6 +9,8 @@ pg_cron tests, because pg_cron runs in that database only.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ TEMPLATE = "pw_template"
 FIXTURES = Path(__file__).with_name("fixtures")
 
 
-def _exec_on_maintenance_db(cluster: PgCluster, statement: sql.Composable) -> None:
+def _exec_on_maintenance_db(cluster: PgCluster, statement: sql.Composed) -> None:
     with psycopg.connect(cluster.dsn(SUPERUSER, "postgres"), autocommit=True) as conn:
         conn.execute(statement)
 
@@ -50,12 +52,18 @@ def drop_database(cluster: PgCluster, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
-    cluster = PgCluster(tmp_path_factory.mktemp("dbcontract") / "pg", fast=True)
-    cluster.init()
-    cluster.start()
-    yield cluster
-    cluster.destroy()
+def pg_cluster() -> Iterator[PgCluster]:
+    # Not under pytest's tmp_path: every pytest session resets /tmp/pytest-of-<user> to
+    # mode 0700, which would lock the server user (postgres) out of a running cluster.
+    root = Path(tempfile.mkdtemp(prefix="picture-dbtests-"))
+    cluster = PgCluster(root / "pg", fast=True)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ WORKER_RPCS: dict[str, str] = {
     "register_worker": "select public.register_worker('w')",
     "fail_abandoned_generations": "select public.fail_abandoned_generations()",
     "cleanup_old_jobs": "select public.cleanup_old_jobs()",
+    "next_scheduled_at": "select public.next_scheduled_at()",
 }
 
 RPC_NAMES = (

@@ -51,7 +51,8 @@ def _run_claimers(db: Database, call: Callable[[int], str],
     return dict(enumerate(results))
 
 
-def _assert_each_claimed_once(db: Database, seeded: set[str], claimed: dict[int, list[str]]) -> None:
+def _assert_each_claimed_once(db: Database, seeded: set[str],
+                              claimed: dict[int, list[str]]) -> None:
     counts = Counter(job_id for ids in claimed.values() for job_id in ids)
     duplicates = {job_id: n for job_id, n in counts.items() if n > 1}
     assert not duplicates, f"{len(duplicates)} jobs claimed more than once"
@@ -113,8 +114,8 @@ def test_claim_order_is_priority_then_scheduled_at_then_created_at(db: Database)
     with db.admin() as conn, conn.transaction():  # one now() for every row
         for label, priority, sched_ago, created_ago in specs:
             row = conn.execute(
-                "insert into public.job_queue (job_type, payload, priority, scheduled_at, created_at)"
-                " values ('generate-image', jsonb_build_object('label', %s::text), %s,"
+                "insert into public.job_queue"
+                " (job_type, payload, priority, scheduled_at, created_at) values ('generate-image', jsonb_build_object('label', %s::text), %s,"
                 " now() - make_interval(secs => %s), now() - make_interval(secs => %s))"
                 " returning id::text",
                 (label, priority, sched_ago, created_ago),
@@ -174,3 +175,20 @@ def test_claim_next_job_without_arguments_behaves_like_variant_g(db: Database) -
     assert rows[0]["attempt_number"] == 1
     assert rows[0]["max_attempts"] == 3
     assert db.service("select * from public.claim_next_job()") == []
+
+
+@pytest.mark.parametrize(("call", "limit"), [
+    ("select * from public.claim_jobs(2, null, 'w1', 300)", 2),
+    ("select * from public.claim_next_job(null, 'w1', 300)", 1),
+])
+def test_claim_limit_holds_whatever_plan_the_planner_picks(db: Database, call: str,
+                                                           limit: int) -> None:
+    """A nested-loop plan rescans a locking subquery; the claim must still stop at the limit."""
+    _seed_pending(db, 10)
+    with db.as_role("service_role") as conn:
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_hashagg",
+                        "enable_material", "enable_sort", "enable_seqscan"):
+            conn.execute("select set_config(%s, 'off', true)", (setting,))
+        rows = conn.execute(call.encode()).fetchall()
+    assert len(rows) == limit
+    assert db.scalar("select count(*) from public.job_queue where status = 'processing'") == limit

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from tests.db.dbkit import Database, named_call
 
 

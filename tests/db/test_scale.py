@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.db.conftest import create_database, drop_database
-from tests.db.dbkit import Conn, Database
+from tests.db.dbkit import Conn, Database, claims
 
 HISTORY = 1_000_000
 GENERATIONS = 200_000
@@ -41,10 +42,11 @@ def _load_history(db: Database) -> dict[str, uuid.UUID]:
         conn.execute(
             "insert into public.job_queue (job_type, payload, status, attempt_number,"
             " scheduled_at, started_at, completed_at, created_at, updated_at)"
-            " select 'generate-image', '{\"generation_id\": \"00000000-0000-0000-0000-000000000000\"}',"
+            " select 'generate-image', %s,"
             " case when n %% 10 = 0 then 'failed' else 'completed' end, 1, t, t, t, t, t"
-            " from generate_series(1, %s) n, lateral (select now() - make_interval(secs => n) as t) x",
-            (HISTORY,),
+            " from generate_series(1, %s) n,"
+            " lateral (select now() - make_interval(secs => n) as t) x",
+            (Jsonb({"generation_id": str(uuid.UUID(int=0))}), HISTORY),
         )
     live = {"user": user, "generation": db.make_generation(user, status="processing")}
     for i in range(40):
@@ -53,7 +55,8 @@ def _load_history(db: Database) -> dict[str, uuid.UUID]:
     for i in range(8):
         gen = db.make_generation(user, status="processing")
         # The first expired one is on its last attempt: requeue fails it and its generation.
-        db.enqueue(payload={"generation_id": str(gen)}, priority=10, max_attempts=1 if i == 0 else 3)
+        db.enqueue(payload={"generation_id": str(gen)}, priority=10,
+                   max_attempts=1 if i == 0 else 3)
         claimed = db.claim(f"w{i}")
         assert claimed is not None
         if i < 3:
@@ -94,11 +97,13 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def _scans(plans: list[dict[str, Any]], keep: Callable[[str], bool]
            ) -> list[tuple[str, dict[str, Any]]]:
     """(query text, scan node) of every scan whose statement passes ``keep``."""
-    found = []
+    found: list[tuple[str, dict[str, Any]]] = []
     for entry in plans:
         query = entry.get("Query Text", "")
         if keep(query):
-            found.extend((query, node) for node in _nodes(entry["Plan"]) if "Scan" in node["Node Type"])
+            found.extend(
+                (query, node) for node in _nodes(entry["Plan"]) if "Scan" in node["Node Type"]
+            )
     return found
 
 
@@ -152,7 +157,7 @@ def test_cancel_generation_job_lookup_uses_an_index(
 ) -> None:
     db, live = history
     with _explained(db) as (conn, plans):
-        conn.execute("select set_config('request.jwt.claims', '{\"role\": \"service_role\"}', true)")
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (claims("service_role"),))
         conn.execute("select * from public.cancel_generation(%s)", (live["generation"],))
         row = conn.execute(
             "select count(*) as n from public.job_queue where payload ->> 'generation_id' = %s"

@@ -58,7 +58,8 @@ def _seed(db: Database, variant: str) -> dict[str, Any]:
         for i, status in enumerate(GEN_STATUSES):
             row = conn.execute(
                 "insert into public.image_generations (user_id, prompt, model, status, created_at)"
-                " values (%s, %s, 'black-forest-labs/flux-schnell', %s, now() - make_interval(hours => %s))"
+                " values (%s, %s, 'black-forest-labs/flux-schnell', %s,"
+                " now() - make_interval(hours => %s))"
                 " returning id",
                 (users[i % 2], f"prompt {status}", status, 10 - i),
             ).fetchone()
@@ -245,3 +246,42 @@ def test_upgrade_is_idempotent(upgraded: tuple[str, Database, dict[str, Any], di
     migrate.apply(db.url("postgres"), record=False)
     assert _snapshot(db, variant, "attempt_number") == first
     assert first["job_queue"] == before["job_queue"]
+
+
+def _table_shape(db: Database) -> dict[str, Any]:
+    """Checks, indexes, storage options and Realtime membership of job_queue."""
+    with db.admin() as conn:
+        checks = conn.execute(
+            "select conname, pg_get_constraintdef(oid) as def from pg_constraint"
+            " where conrelid = 'public.job_queue'::regclass and contype in ('c', 'f', 'p')"
+        ).fetchall()
+        indexes = conn.execute(
+            "select indexname, indexdef from pg_indexes"
+            " where schemaname = 'public' and tablename = 'job_queue'"
+        ).fetchall()
+        options = conn.execute(
+            "select reloptions from pg_class where oid = 'public.job_queue'::regclass"
+        ).fetchone()
+        published = conn.execute(
+            "select array_agg(tablename::text order by tablename) as t from pg_publication_tables"
+            " where pubname = 'supabase_realtime' and schemaname = 'public'"
+        ).fetchone()
+    assert options is not None and published is not None
+    return {
+        "constraints": {(r["conname"], r["def"]) for r in checks},
+        "indexes": {(r["indexname"], r["indexdef"]) for r in indexes},
+        "options": sorted(options["reloptions"] or []),
+        "published": published["t"],
+    }
+
+
+def test_upgraded_job_queue_has_the_fresh_constraints_indexes_and_settings(
+    upgraded: tuple[str, Database, dict[str, Any], dict[str, Any]], template_db: Database
+) -> None:
+    _, db, _, _ = upgraded
+    fresh, got = _table_shape(template_db), _table_shape(db)
+    assert got["constraints"] == fresh["constraints"]  # the old checks are replaced
+    assert fresh["indexes"] <= got["indexes"]  # the deployment's own indexes may stay
+    assert got["options"] == fresh["options"]
+    assert any(o.startswith("autovacuum_vacuum_scale_factor=") for o in got["options"])
+    assert got["published"] == fresh["published"] == ["image_generations", "job_queue"]

@@ -33,6 +33,8 @@ const user = createClient(env.SUPABASE_URL, env.SUPABASE_ANON_KEY, {
 })
 // The worker side (service_role): job inserts and generation deletes.
 const service = createClient(env.SUPABASE_URL, env.SUPABASE_SERVICE_ROLE_KEY, common)
+// Like an app that subscribes once the user is signed in: the first join carries the token.
+await user.realtime.setAuth(env.USER_JWT)
 
 function watch(client, name, binding) {
   const channel = client

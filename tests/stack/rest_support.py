@@ -150,7 +150,10 @@ def admin_connect(state: StackState) -> psycopg.Connection[Any]:
 def _fmt(template: str, objs: RestObjects) -> str:
     # The prefix is generated here (rt_ + hex), never user input.
     return template.format(
-        p=objs.prefix, items=objs.items, children=objs.children, profiles=objs.profiles,
+        p=objs.prefix,
+        items=objs.items,
+        children=objs.children,
+        profiles=objs.profiles,
         victim=objs.victim,
     )
 
@@ -212,12 +215,17 @@ def create_user(conn: psycopg.Connection[Any]) -> str:
     return uid
 
 
-def user_token(keys: StackKeys, uid: str, *, ttl: int = 3600, alg: str = "HS256",
-               **extra: Any) -> str:
+def user_token(
+    keys: StackKeys, uid: str, *, ttl: int = 3600, alg: str = "HS256", **extra: Any
+) -> str:
     now = int(time.time())
     claims = {
-        "sub": uid, "role": "authenticated", "aud": "authenticated",
-        "iat": now, "exp": now + ttl, **extra,
+        "sub": uid,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now + ttl,
+        **extra,
     }
     return keys.sign(claims, alg)
 

@@ -17,13 +17,13 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from supabase import Client, ClientOptions, create_client
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 
 from devstack import auth
 from devstack.context import StackContext
 from devstack.pg import free_port
 from devstack.stack import StackState
+from supabase import Client, ClientOptions, create_client
 
 PASSWORD = "correct-horse-1"
 
@@ -80,9 +80,7 @@ def test_sign_up_returns_a_session_with_gotrue_claims(
     assert hashed.startswith("$2") and PASSWORD not in hashed and matches is True
 
 
-def test_sign_in_get_user_refresh_and_sign_out(
-    stack_state: StackState, unique_email: str
-) -> None:
+def test_sign_in_get_user_refresh_and_sign_out(stack_state: StackState, unique_email: str) -> None:
     _client(stack_state).auth.sign_up({"email": unique_email, "password": PASSWORD})
     client = _client(stack_state)
     signed_in = client.auth.sign_in_with_password({"email": unique_email, "password": PASSWORD})
@@ -105,7 +103,27 @@ def test_sign_in_get_user_refresh_and_sign_out(
     assert (gone.value.status, gone.value.code) == (403, "session_not_found")
     with pytest.raises(AuthApiError) as revoked:
         client.auth.refresh_session(refreshed.session.refresh_token)
-    assert revoked.value.code == "refresh_token_already_used"
+    assert str(revoked.value.code) == "refresh_token_already_used"
+
+
+def test_sign_out_scopes(stack_state: StackState, unique_email: str) -> None:
+    _client(stack_state).auth.sign_up({"email": unique_email, "password": PASSWORD})
+    a, b, c = (_client(stack_state) for _ in range(3))
+    sessions = [
+        x.auth.sign_in_with_password({"email": unique_email, "password": PASSWORD}).session
+        for x in (a, b, c)
+    ]
+    assert sessions[0] is not None and all(sessions)
+    a.auth.sign_out({"scope": "others"})  # b and c lose their sessions, a keeps its own
+    assert a.auth.get_user() is not None
+    for other in (b, c):
+        with pytest.raises(AuthApiError) as gone:
+            other.auth.get_user()
+        assert gone.value.code == "session_not_found"
+    a.auth.sign_out({"scope": "local"})
+    with pytest.raises(AuthApiError) as local:
+        _client(stack_state).auth.get_user(sessions[0].access_token)
+    assert local.value.code == "session_not_found"
 
 
 def test_refresh_token_reuse_revokes_the_session(
@@ -118,13 +136,13 @@ def test_refresh_token_reuse_revokes_the_session(
     assert rotated is not None
     with pytest.raises(AuthApiError) as reused:
         client.auth.refresh_session(session.refresh_token)
-    assert (reused.value.status, reused.value.code) == (400, "refresh_token_already_used")
+    assert (reused.value.status, str(reused.value.code)) == (400, "refresh_token_already_used")
     with pytest.raises(AuthApiError) as family:  # the successor died with the family
         client.auth.refresh_session(rotated.refresh_token)
-    assert family.value.code == "refresh_token_already_used"
+    assert str(family.value.code) == "refresh_token_already_used"
     with pytest.raises(AuthApiError) as unknown:
         client.auth.refresh_session("no-such-token")
-    assert unknown.value.code == "refresh_token_not_found"
+    assert str(unknown.value.code) == "refresh_token_not_found"
 
 
 def test_sign_up_and_sign_in_errors(stack_state: StackState, unique_email: str) -> None:
@@ -175,9 +193,7 @@ def test_requests_need_a_verifying_api_key(stack_state: StackState) -> None:
     body = {"email": "x@example.test", "password": PASSWORD}
     none = httpx.post(f"{stack_state.url}/auth/v1/signup", json=body)
     assert none.status_code == 401
-    bad = httpx.post(
-        f"{stack_state.url}/auth/v1/signup", json=body, headers={"apikey": "sb_nope"}
-    )
+    bad = httpx.post(f"{stack_state.url}/auth/v1/signup", json=body, headers={"apikey": "sb_nope"})
     assert bad.status_code == 401 and bad.json()["code"] == "invalid_api_key"
     assert bad.headers["x-supabase-api-version"] == "2024-01-01"
     settings = httpx.get(
@@ -188,7 +204,9 @@ def test_requests_need_a_verifying_api_key(stack_state: StackState) -> None:
 
 def test_update_user(stack_state: StackState, unique_email: str) -> None:
     client = _client(stack_state)
-    client.auth.sign_up({"email": unique_email, "password": PASSWORD, "options": {"data": {"a": 1}}})
+    client.auth.sign_up(
+        {"email": unique_email, "password": PASSWORD, "options": {"data": {"a": 1}}}
+    )
     updated = client.auth.update_user({"data": {"b": 2}, "password": "new-password-2"})
     assert updated.user.user_metadata == {"a": 1, "b": 2}
     fresh = _client(stack_state).auth.sign_in_with_password(
@@ -249,18 +267,18 @@ def test_jwks_publishes_the_ec_key(stack_state: StackState) -> None:
 
 
 # -- ES256 ---------------------------------------------------------------------------------------
-@pytest.fixture
-def es256_auth_url(
-    stack_state: StackState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@contextlib.contextmanager
+def _auth_only_server(
+    state: StackState, storage_root: Path, extras: dict[str, object]
 ) -> Iterator[str]:
-    """A second server, in this process, serving only /auth/v1 with DEVSTACK_JWT_ALG=ES256
-    against the session stack's database."""
-    monkeypatch.setenv(auth.JWT_ALG_ENV, "ES256")
+    """A second server, in this process, serving only /auth/v1 (with the given
+    ``ctx.extras``) against the session stack's database. Yields its base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     ctx = StackContext(
-        keys=stack_state.keys, pg_port=stack_state.pg_port, public_url=url, storage_root=tmp_path
+        keys=state.keys, pg_port=state.pg_port, public_url=url, storage_root=storage_root
     )
+    ctx.extras.update(extras)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -282,14 +300,54 @@ def es256_auth_url(
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
-        assert time.monotonic() < deadline, "ES256 auth server did not start"
-        assert thread.is_alive(), "ES256 auth server died"
+        assert time.monotonic() < deadline, "auth server did not start"
+        assert thread.is_alive(), "auth server died"
         time.sleep(0.05)
     try:
         yield url
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def es256_auth_url(
+    stack_state: StackState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Auth with ``DEVSTACK_JWT_ALG=ES256`` in the environment (as `python -m devstack serve`
+    would see it) and no ``jwt_alg`` in ``ctx.extras``."""
+    monkeypatch.setenv(auth.JWT_ALG_ENV, "ES256")
+    with _auth_only_server(stack_state, tmp_path, {}) as url:
+        yield url
+
+
+def test_signup_without_autoconfirm_returns_the_bare_user(
+    stack_state: StackState, tmp_path: Path, unique_email: str
+) -> None:
+    with _auth_only_server(stack_state, tmp_path, {"auth_autoconfirm": False}) as url:
+        client = create_client(
+            url,
+            stack_state.keys.anon_key,
+            ClientOptions(auto_refresh_token=False, persist_session=False),
+        )
+        res = client.auth.sign_up({"email": unique_email, "password": PASSWORD})
+        assert res.session is None
+        assert res.user is not None and res.user.email_confirmed_at is None
+        with pytest.raises(AuthApiError) as unconfirmed:
+            client.auth.sign_in_with_password({"email": unique_email, "password": PASSWORD})
+        assert (unconfirmed.value.status, unconfirmed.value.code) == (400, "email_not_confirmed")
+
+
+def test_unknown_jwt_alg_is_refused(stack_state: StackState, tmp_path: Path) -> None:
+    ctx = StackContext(
+        keys=stack_state.keys,
+        pg_port=stack_state.pg_port,
+        public_url="http://x",
+        storage_root=tmp_path,
+    )
+    ctx.extras["jwt_alg"] = "RS256"
+    with pytest.raises(ValueError, match="unsupported JWT algorithm"):
+        auth.create_app(ctx)
 
 
 def test_es256_tokens_verify_against_jwks(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+from realtime.types import RealtimePostgresChangesListenEvent
 
 log = logging.getLogger("worker.realtime")
 
@@ -110,7 +111,9 @@ class RealtimeWakeups:
                 log.exception("realtime state callback failed")
 
         channel = client.channel("picture-worker-jobs")
-        channel.on_postgres_changes("INSERT", on_insert, table=self._table, schema="public")
+        channel.on_postgres_changes(
+            RealtimePostgresChangesListenEvent.Insert, on_insert, table=self._table, schema="public"
+        )
         await channel.subscribe(on_state)
         await asyncio.wait_for(subscribed.wait(), timeout=15)
         self.subscriptions += 1

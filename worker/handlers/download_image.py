@@ -29,6 +29,10 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
         ctx.log("job.skipped", "generation was cancelled; nothing to download")
         return {"skipped": "generation cancelled"}
 
+    if gen["status"] != "downloading":
+        gens.update(
+            gid, {"status": "downloading"}, unless_status=("cancelled", "completed", "failed")
+        )
     existing = gens.find_image(gid)
     if existing is not None:
         _complete(ctx, gid)
@@ -57,8 +61,10 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
             "storage_path": path,
             "public_url": public_url,
             "file_size": len(fetched.data),
-            "width": payload.get("width") or gen.get("width"),
-            "height": payload.get("height") or gen.get("height"),
+            "width": getattr(fetched, "width", None) or payload.get("width") or gen.get("width"),
+            "height": getattr(fetched, "height", None)
+            or payload.get("height")
+            or gen.get("height"),
             "format": fmt,
             "prompt": gen.get("prompt"),
             "negative_prompt": gen.get("negative_prompt"),

@@ -7,14 +7,27 @@ exists, and a retry fetches that prediction instead of paying for a second one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from worker.errors import DeadlineExceeded, JobCancelled, MissingGeneration, PredictionFailed
+from worker.errors import (
+    DeadlineExceeded,
+    JobCancelled,
+    MissingGeneration,
+    PredictionFailed,
+    WorkerError,
+)
 from worker.handlers.base import TERMINAL_GENERATION, JobContext, required
 from worker.jobs import DOWNLOAD_IMAGE
 from worker.net import to_data_uri
-from worker.replicate.inputs import GenerationRequest, build_input, output_format, reported_size
+from worker.replicate.inputs import (
+    GenerationRequest,
+    build_input,
+    output_format,
+    reported_size,
+    uses_img2img,
+)
 
 SOURCE_FORMATS = {"png", "jpeg", "webp", "gif"}
 REUSABLE = ("starting", "processing", "succeeded")
@@ -65,7 +78,7 @@ def _start_or_reuse(
         )
     ctx.check()
     source_url = ctx.job.payload.get("source_image_url")
-    if source_url and request.strength is not None:
+    if source_url and request.strength is not None and uses_img2img(request):
         fetched = ctx.services.fetch_sources.fetch(str(source_url), expect=SOURCE_FORMATS)
         request = dataclasses.replace(request, source_image=to_data_uri(fetched))
     settings = ctx.services.settings
@@ -93,9 +106,19 @@ def _wait(ctx: JobContext, gid: str, prediction: Any) -> Any:
         if ctx.cancel_requested or not ctx.abandoned:
             # Cancelled by the user, or past the job deadline: stop paying for it. On a
             # shutdown (abandoned) the prediction keeps running for the next attempt.
-            model.cancel_prediction(prediction.id)
-            ctx.services.generations.update(gid, {"replicate_prediction_id": None})
-            ctx.log("prediction.cancelled", "prediction %s cancelled", prediction.id)
+            try:
+                model.cancel_prediction(prediction.id)
+            except WorkerError as exc:  # never mask why we stopped
+                ctx.log(
+                    "prediction.cancel_failed",
+                    "cancel of %s failed: %s",
+                    prediction.id,
+                    exc.message,
+                    level=logging.WARNING,
+                )
+            else:
+                ctx.services.generations.update(gid, {"replicate_prediction_id": None})
+                ctx.log("prediction.cancelled", "prediction %s cancelled", prediction.id)
         if ctx.cancel_requested:
             raise JobCancelled("the generation was cancelled") from None
         ctx.check()

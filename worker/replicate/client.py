@@ -227,9 +227,16 @@ class ReplicateClient:
         response = self._send("POST", path, body, headers, read, create=True)
         prediction = self._prediction(response)
         logger.info(
-            "prediction %s created for %s (%s)", prediction.id, model_id, prediction.status,
-            extra={"action": "replicate.create", "prediction_id": prediction.id,
-                   "model_id": model_id, "status": prediction.status},
+            "prediction %s created for %s (%s)",
+            prediction.id,
+            model_id,
+            prediction.status,
+            extra={
+                "action": "replicate.create",
+                "prediction_id": prediction.id,
+                "model_id": model_id,
+                "status": prediction.status,
+            },
         )
         return prediction
 
@@ -244,7 +251,9 @@ class ReplicateClient:
             self._cancelled.append(prediction_id)
         prediction = self._prediction(self._send("POST", path, None, {}, self._read_timeout))
         logger.info(
-            "prediction %s cancel requested (%s)", prediction_id, prediction.status,
+            "prediction %s cancel requested (%s)",
+            prediction_id,
+            prediction.status,
             extra={"action": "replicate.cancel", "prediction_id": prediction_id},
         )
         return prediction
@@ -292,8 +301,9 @@ class ReplicateClient:
     def _settle(self, p: Prediction) -> bool:
         details = {"prediction_id": p.id, "status": p.status, "error": p.error}
         if p.status == "failed":
-            raise PredictionFailed(f"the model failed: {p.error or 'no error message'}",
-                                   details=details)
+            raise PredictionFailed(
+                f"the model failed: {p.error or 'no error message'}", details=details
+            )
         if p.status == "canceled":
             with self._lock:
                 ours = p.id in self._cancelled
@@ -333,22 +343,25 @@ class ReplicateClient:
         create: bool = False,
     ) -> httpx.Response:
         request_headers = {"Authorization": f"Bearer {self._token}", **headers}
-        timeout = httpx.Timeout(self._read_timeout, connect=self._connect_timeout,
-                                read=read_timeout)
+        timeout = httpx.Timeout(
+            self._read_timeout, connect=self._connect_timeout, read=read_timeout
+        )
         url = self._base + path
         what = "create" if create else f"{method} {path}"
 
         def once() -> httpx.Response:
-            response = self._http.request(method, url, json=body, headers=request_headers,
-                                          timeout=timeout)
+            response = self._http.request(
+                method, url, json=body, headers=request_headers, timeout=timeout
+            )
             if response.status_code == 429 or (response.status_code >= 500 and not create):
                 raise _Status(response)
             return response
 
         retrying = Retrying(
             retry=retry_if_exception(self._retryable_create if create else self._retryable),
-            stop=stop_any(stop_after_attempt(self._retry.max_attempts),
-                          _SleepBudget(self._retry.budget)),
+            stop=stop_any(
+                stop_after_attempt(self._retry.max_attempts), _SleepBudget(self._retry.budget)
+            ),
             wait=self._backoff,
             sleep=self._sleep,
             before_sleep=self._log_retry(what),
@@ -369,7 +382,7 @@ class ReplicateClient:
 
     @staticmethod
     def _retryable_create(exc: BaseException) -> bool:
-        return isinstance(exc, _Status | _NOT_SENT)
+        return isinstance(exc, (_Status, *_NOT_SENT))
 
     def _backoff(self, state: RetryCallState) -> float:
         policy = self._retry
@@ -387,8 +400,11 @@ class ReplicateClient:
         def log(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
             logger.warning(
-                "Replicate %s failed (%s); retry %d in %.1fs", what, exc,
-                state.attempt_number, state.upcoming_sleep,
+                "Replicate %s failed (%s); retry %d in %.1fs",
+                what,
+                exc,
+                state.attempt_number,
+                state.upcoming_sleep,
                 extra={"action": "replicate.retry", "attempt": state.attempt_number},
             )
 

@@ -113,8 +113,11 @@ def _webp(inp: Input) -> None:
 
 def _flux_schnell(req: GenerationRequest) -> Input:
     # 1-4 steps, no guidance, no width/height: only the 11 preset ratios.
-    inp: Input = {"prompt": req.prompt, "num_outputs": 1,
-                  "aspect_ratio": closest_ratio(req.width, req.height, FLUX_RATIOS)}
+    inp: Input = {
+        "prompt": req.prompt,
+        "num_outputs": 1,
+        "aspect_ratio": closest_ratio(req.width, req.height, FLUX_RATIOS),
+    }
     _steps(inp, req, 1, 4, "num_inference_steps")
     _webp(inp)
     _seed(inp, req)
@@ -123,8 +126,11 @@ def _flux_schnell(req: GenerationRequest) -> Input:
 
 def _flux_dev(req: GenerationRequest) -> Input:
     # flux-dev / flux-krea-dev: `guidance` (0-10), steps 1-50, preset ratios only.
-    inp: Input = {"prompt": req.prompt, "num_outputs": 1,
-                  "aspect_ratio": closest_ratio(req.width, req.height, FLUX_RATIOS)}
+    inp: Input = {
+        "prompt": req.prompt,
+        "num_outputs": 1,
+        "aspect_ratio": closest_ratio(req.width, req.height, FLUX_RATIOS),
+    }
     _steps(inp, req, 1, 50, "num_inference_steps")
     _guidance(inp, req, 0.0, 10.0, "guidance")
     _webp(inp)
@@ -139,27 +145,36 @@ def _flux_dev(req: GenerationRequest) -> Input:
 
 def _ideogram(req: GenerationRequest) -> Input:
     # No `model` field in v3's schema; style_type is case-sensitive ("Auto").
-    inp: Input = {"prompt": req.prompt,
-                  "aspect_ratio": closest_ratio(req.width, req.height, IDEOGRAM_RATIOS),
-                  "style_type": "Auto"}
+    inp: Input = {
+        "prompt": req.prompt,
+        "aspect_ratio": closest_ratio(req.width, req.height, IDEOGRAM_RATIOS),
+        "style_type": "Auto",
+    }
     _seed(inp, req, maximum=IDEOGRAM_MAX_SEED)
     return inp
 
 
 def _imagen(req: GenerationRequest) -> Input:
     # Only 1:1, 9:16, 16:9, 3:4, 4:3; imagen has no seed and no safety_tolerance.
-    return {"prompt": req.prompt,
-            "aspect_ratio": closest_ratio(req.width, req.height, IMAGEN_RATIOS),
-            "output_format": "png"}
+    return {
+        "prompt": req.prompt,
+        "aspect_ratio": closest_ratio(req.width, req.height, IMAGEN_RATIOS),
+        "output_format": "png",
+    }
 
 
 def _sdxl_lightning(req: GenerationRequest) -> Input:
     # A 4-step distilled model: steps 4 and guidance 0 as it was trained; 256-1280 px;
     # no output_format and no image input in its schema.
     width, height = fit_box(req.width, req.height, 256, 1280, multiple=8)
-    inp: Input = {"prompt": req.prompt, "width": width, "height": height,
-                  "num_inference_steps": 4, "guidance_scale": 0.0,
-                  "disable_safety_checker": False}
+    inp: Input = {
+        "prompt": req.prompt,
+        "width": width,
+        "height": height,
+        "num_inference_steps": 4,
+        "guidance_scale": 0.0,
+        "disable_safety_checker": False,
+    }
     _negative(inp, req)
     _seed(inp, req)
     return inp
@@ -167,8 +182,13 @@ def _sdxl_lightning(req: GenerationRequest) -> Input:
 
 def _sdxl(req: GenerationRequest) -> Input:
     width, height = fit_box(req.width, req.height, 256, 2048, multiple=8)
-    inp: Input = {"prompt": req.prompt, "width": width, "height": height,
-                  "refine": "expert_ensemble_refiner", "high_noise_frac": 0.8}
+    inp: Input = {
+        "prompt": req.prompt,
+        "width": width,
+        "height": height,
+        "refine": "expert_ensemble_refiner",
+        "high_noise_frac": 0.8,
+    }
     _negative(inp, req)
     _steps(inp, req, 1, 500, "num_inference_steps")
     _guidance(inp, req, 1.0, 50.0, "guidance_scale")
@@ -183,8 +203,11 @@ def _sdxl(req: GenerationRequest) -> Input:
 def _seedream_4(req: GenerationRequest) -> Input:
     # width/height only count with size=custom (and must then be >= 1024), so they are
     # not sent; without an input image the default `match_input_image` must be replaced.
-    inp: Input = {"prompt": req.prompt, "size": seedream4_size(req.width, req.height),
-                  "max_images": 1}
+    inp: Input = {
+        "prompt": req.prompt,
+        "size": seedream4_size(req.width, req.height),
+        "max_images": 1,
+    }
     image = _img2img(req)
     if image is not None:
         inp["image_input"] = [image]
@@ -197,8 +220,7 @@ def _seedream_4(req: GenerationRequest) -> Input:
 def _seedream_3(req: GenerationRequest) -> Input:
     # The default ratio is 16:9: width/height count only with aspect_ratio=custom.
     width, height = fit_box(req.width, req.height, 512, 2048, multiple=1)
-    inp: Input = {"prompt": req.prompt, "aspect_ratio": "custom",
-                  "width": width, "height": height}
+    inp: Input = {"prompt": req.prompt, "aspect_ratio": "custom", "width": width, "height": height}
     _guidance(inp, req, 1.0, 10.0, "guidance_scale")
     _seed(inp, req)
     return inp
@@ -207,8 +229,13 @@ def _seedream_3(req: GenerationRequest) -> Input:
 def _flux_pro(req: GenerationRequest) -> Input:
     # width/height (256-1440, multiples of 32) count only with aspect_ratio=custom.
     width, height = fit_box(req.width, req.height, 256, 1440, multiple=32)
-    inp: Input = {"prompt": req.prompt, "aspect_ratio": "custom",
-                  "width": width, "height": height, "safety_tolerance": 2}
+    inp: Input = {
+        "prompt": req.prompt,
+        "aspect_ratio": "custom",
+        "width": width,
+        "height": height,
+        "safety_tolerance": 2,
+    }
     _webp(inp)
     _seed(inp, req)
     return inp
@@ -216,18 +243,26 @@ def _flux_pro(req: GenerationRequest) -> Input:
 
 def _recraft_svg(req: GenerationRequest) -> Input:
     # `size` is an enum of WxH values; no width/height, seed or output_format fields.
-    return {"prompt": req.prompt, "size": closest_size(req.width, req.height, RECRAFT_SIZES),
-            "style": "vector_illustration"}
+    return {
+        "prompt": req.prompt,
+        "size": closest_size(req.width, req.height, RECRAFT_SIZES),
+        "style": "vector_illustration",
+    }
 
 
 def _recraft(req: GenerationRequest) -> Input:
-    return {"prompt": req.prompt, "size": closest_size(req.width, req.height, RECRAFT_SIZES),
-            "style": "realistic_image"}
+    return {
+        "prompt": req.prompt,
+        "size": closest_size(req.width, req.height, RECRAFT_SIZES),
+        "style": "realistic_image",
+    }
 
 
 def _sd35(req: GenerationRequest) -> Input:
-    inp: Input = {"prompt": req.prompt,
-                  "aspect_ratio": closest_ratio(req.width, req.height, FLUX_RATIOS)}
+    inp: Input = {
+        "prompt": req.prompt,
+        "aspect_ratio": closest_ratio(req.width, req.height, FLUX_RATIOS),
+    }
     _guidance(inp, req, 0.0, 20.0, "cfg")
     _steps(inp, req, 1, 50, "steps")
     _webp(inp)
@@ -236,10 +271,14 @@ def _sd35(req: GenerationRequest) -> Input:
 
 
 def _qwen(req: GenerationRequest) -> Input:
-    inp: Input = {"prompt": req.prompt,
-                  "aspect_ratio": closest_ratio(req.width, req.height, QWEN_RATIOS),
-                  "go_fast": True, "image_size": "optimize_for_quality",
-                  "enhance_prompt": False, "disable_safety_checker": False}
+    inp: Input = {
+        "prompt": req.prompt,
+        "aspect_ratio": closest_ratio(req.width, req.height, QWEN_RATIOS),
+        "go_fast": True,
+        "image_size": "optimize_for_quality",
+        "enhance_prompt": False,
+        "disable_safety_checker": False,
+    }
     _negative(inp, req)
     _steps(inp, req, 1, 50, "num_inference_steps")
     _guidance(inp, req, 0.0, 10.0, "guidance")
@@ -258,22 +297,24 @@ def _generic(req: GenerationRequest) -> Input:
     return inp
 
 
-BUILDERS: Mapping[Family, Builder] = MappingProxyType({
-    Family.FLUX_SCHNELL: _flux_schnell,
-    Family.FLUX_DEV: _flux_dev,
-    Family.IDEOGRAM: _ideogram,
-    Family.IMAGEN: _imagen,
-    Family.SDXL_LIGHTNING: _sdxl_lightning,
-    Family.SDXL: _sdxl,
-    Family.SEEDREAM_4: _seedream_4,
-    Family.SEEDREAM_3: _seedream_3,
-    Family.FLUX_PRO: _flux_pro,
-    Family.RECRAFT_SVG: _recraft_svg,
-    Family.RECRAFT: _recraft,
-    Family.SD35: _sd35,
-    Family.QWEN: _qwen,
-    Family.GENERIC: _generic,
-})
+BUILDERS: Mapping[Family, Builder] = MappingProxyType(
+    {
+        Family.FLUX_SCHNELL: _flux_schnell,
+        Family.FLUX_DEV: _flux_dev,
+        Family.IDEOGRAM: _ideogram,
+        Family.IMAGEN: _imagen,
+        Family.SDXL_LIGHTNING: _sdxl_lightning,
+        Family.SDXL: _sdxl,
+        Family.SEEDREAM_4: _seedream_4,
+        Family.SEEDREAM_3: _seedream_3,
+        Family.FLUX_PRO: _flux_pro,
+        Family.RECRAFT_SVG: _recraft_svg,
+        Family.RECRAFT: _recraft,
+        Family.SD35: _sd35,
+        Family.QWEN: _qwen,
+        Family.GENERIC: _generic,
+    }
+)
 
 _missing = {f.name for f in (*FAMILIES, GENERIC)} - set(BUILDERS)
 if _missing:  # pragma: no cover - a programming error caught at import time
@@ -308,17 +349,33 @@ def resolve_version(req: GenerationRequest) -> str | None:
     return known
 
 
-_EXTENSIONS: Mapping[str, str] = MappingProxyType({
-    "png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "svg": "svg",
-})
-_CONTENT_TYPES: Mapping[str, str] = MappingProxyType({
-    "webp": "image/webp", "png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg",
-    "svg": "image/svg+xml",
-})
-_MEDIA_TYPES: Mapping[str, str] = MappingProxyType({
-    "image/webp": "webp", "image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
-    "image/svg+xml": "svg",
-})
+_EXTENSIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "png": "png",
+        "jpg": "jpeg",
+        "jpeg": "jpeg",
+        "webp": "webp",
+        "svg": "svg",
+    }
+)
+_CONTENT_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "webp": "image/webp",
+        "png": "image/png",
+        "jpeg": "image/jpeg",
+        "jpg": "image/jpeg",
+        "svg": "image/svg+xml",
+    }
+)
+_MEDIA_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "image/webp": "webp",
+        "image/png": "png",
+        "image/jpeg": "jpeg",
+        "image/jpg": "jpeg",
+        "image/svg+xml": "svg",
+    }
+)
 
 
 def _format_from_url(url: str) -> str | None:

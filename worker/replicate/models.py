@@ -71,68 +71,109 @@ class ModelFamily:
 
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
-        Family.FLUX_SCHNELL, ("flux-schnell",), OutputRule.FROM_URL,
-        SizeRule.RATIO_SHORT_SIDE_1024, img2img=False,
+        Family.FLUX_SCHNELL,
+        ("flux-schnell",),
+        OutputRule.FROM_URL,
+        SizeRule.RATIO_SHORT_SIDE_1024,
+        img2img=False,
         examples=("black-forest-labs/flux-schnell",),
     ),
     ModelFamily(
-        Family.FLUX_DEV, ("flux-krea-dev", "flux-dev"), OutputRule.FROM_URL,
-        SizeRule.RATIO_SHORT_SIDE_1024, img2img=True,
+        Family.FLUX_DEV,
+        ("flux-krea-dev", "flux-dev"),
+        OutputRule.FROM_URL,
+        SizeRule.RATIO_SHORT_SIDE_1024,
+        img2img=True,
         examples=("black-forest-labs/flux-dev", "black-forest-labs/flux-krea-dev"),
     ),
     ModelFamily(
-        Family.IDEOGRAM, ("ideogram",), OutputRule.FROM_URL,
-        SizeRule.RATIO_SHORT_SIDE_1024, img2img=False,
+        Family.IDEOGRAM,
+        ("ideogram",),
+        OutputRule.FROM_URL,
+        SizeRule.RATIO_SHORT_SIDE_1024,
+        img2img=False,
         examples=("ideogram-ai/ideogram-v3-turbo",),
     ),
     ModelFamily(
-        Family.IMAGEN, ("imagen",), OutputRule.PNG,
-        SizeRule.RATIO_SHORT_SIDE_1024, img2img=False,
+        Family.IMAGEN,
+        ("imagen",),
+        OutputRule.PNG,
+        SizeRule.RATIO_SHORT_SIDE_1024,
+        img2img=False,
         examples=("google/imagen-4-fast",),
     ),
     ModelFamily(
-        Family.SDXL_LIGHTNING, ("sdxl-lightning",), OutputRule.FROM_URL,
-        SizeRule.SENT_WIDTH_HEIGHT, img2img=False, needs_version=True,
+        Family.SDXL_LIGHTNING,
+        ("sdxl-lightning",),
+        OutputRule.FROM_URL,
+        SizeRule.SENT_WIDTH_HEIGHT,
+        img2img=False,
+        needs_version=True,
         examples=("bytedance/sdxl-lightning-4step",),
     ),
     ModelFamily(
-        Family.SDXL, ("sdxl",), OutputRule.FROM_URL,
-        SizeRule.SENT_WIDTH_HEIGHT, img2img=True, needs_version=True,
+        Family.SDXL,
+        ("sdxl",),
+        OutputRule.FROM_URL,
+        SizeRule.SENT_WIDTH_HEIGHT,
+        img2img=True,
+        needs_version=True,
         examples=("stability-ai/sdxl",),
     ),
     ModelFamily(
-        Family.SEEDREAM_4, ("seedream-4",), OutputRule.FROM_URL,
-        SizeRule.REQUESTED, img2img=True,
+        Family.SEEDREAM_4,
+        ("seedream-4",),
+        OutputRule.FROM_URL,
+        SizeRule.REQUESTED,
+        img2img=True,
         examples=("bytedance/seedream-4",),
     ),
     ModelFamily(
-        Family.SEEDREAM_3, ("seedream",), OutputRule.FROM_URL,
-        SizeRule.SENT_WIDTH_HEIGHT, img2img=False,
+        Family.SEEDREAM_3,
+        ("seedream",),
+        OutputRule.FROM_URL,
+        SizeRule.SENT_WIDTH_HEIGHT,
+        img2img=False,
         examples=("bytedance/seedream-3",),
     ),
     ModelFamily(
-        Family.FLUX_PRO, ("flux-1.1-pro",), OutputRule.FROM_URL,
-        SizeRule.SENT_WIDTH_HEIGHT, img2img=False,
+        Family.FLUX_PRO,
+        ("flux-1.1-pro",),
+        OutputRule.FROM_URL,
+        SizeRule.SENT_WIDTH_HEIGHT,
+        img2img=False,
         examples=("black-forest-labs/flux-1.1-pro",),
     ),
     ModelFamily(
-        Family.RECRAFT_SVG, ("recraft-v3-svg",), OutputRule.SVG,
-        SizeRule.SENT_SIZE, img2img=False,
+        Family.RECRAFT_SVG,
+        ("recraft-v3-svg",),
+        OutputRule.SVG,
+        SizeRule.SENT_SIZE,
+        img2img=False,
         examples=("recraft-ai/recraft-v3-svg",),
     ),
     ModelFamily(
-        Family.RECRAFT, ("recraft",), OutputRule.FROM_URL,
-        SizeRule.SENT_SIZE, img2img=False,
+        Family.RECRAFT,
+        ("recraft",),
+        OutputRule.FROM_URL,
+        SizeRule.SENT_SIZE,
+        img2img=False,
         examples=("recraft-ai/recraft-v3",),
     ),
     ModelFamily(
-        Family.SD35, ("stable-diffusion-3.5", "sd-3-5"), OutputRule.FROM_URL,
-        SizeRule.RATIO_SHORT_SIDE_1024, img2img=False,
+        Family.SD35,
+        ("stable-diffusion-3.5", "sd-3-5"),
+        OutputRule.FROM_URL,
+        SizeRule.RATIO_SHORT_SIDE_1024,
+        img2img=False,
         examples=("stability-ai/stable-diffusion-3.5-large",),
     ),
     ModelFamily(
-        Family.QWEN, ("qwen",), OutputRule.FROM_URL,
-        SizeRule.RATIO_SHORT_SIDE_1024, img2img=False,
+        Family.QWEN,
+        ("qwen",),
+        OutputRule.FROM_URL,
+        SizeRule.RATIO_SHORT_SIDE_1024,
+        img2img=False,
         examples=("qwen/qwen-image",),
     ),
 )
@@ -141,12 +182,12 @@ GENERIC = ModelFamily(Family.GENERIC, (), OutputRule.FROM_URL, SizeRule.REQUESTE
 
 # Version hashes of the community models the catalogue ships (supabase/migrations seed).
 # Used only when a payload names exactly this model and carries no version.
-KNOWN_VERSIONS: Mapping[str, str] = MappingProxyType({
-    "bytedance/sdxl-lightning-4step":
-        "6f7a773af6fc3e8de9d5a3c00be77c17308914bf67772726aff83496ba1e3bbe",
-    "stability-ai/sdxl":
-        "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc",
-})
+KNOWN_VERSIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "bytedance/sdxl-lightning-4step": "6f7a773af6fc3e8de9d5a3c00be77c17308914bf67772726aff83496ba1e3bbe",  # noqa: E501
+        "stability-ai/sdxl": "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc",
+    }
+)
 
 
 def match_family(model_id: str) -> ModelFamily:

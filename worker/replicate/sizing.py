@@ -12,13 +12,42 @@ N = TypeVar("N", int, float)
 # the square format leads every list.
 FLUX_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 IMAGEN_RATIOS = ("1:1", "9:16", "16:9", "3:4", "4:3")
-IDEOGRAM_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "16:10", "10:16",
-                   "4:5", "5:4", "2:1", "1:2", "3:1", "1:3")
+IDEOGRAM_RATIOS = (
+    "1:1",
+    "16:9",
+    "9:16",
+    "4:3",
+    "3:4",
+    "3:2",
+    "2:3",
+    "16:10",
+    "10:16",
+    "4:5",
+    "5:4",
+    "2:1",
+    "1:2",
+    "3:1",
+    "1:3",
+)
 QWEN_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
 SEEDREAM4_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9")
-RECRAFT_SIZES = ("1024x1024", "1365x1024", "1024x1365", "1536x1024", "1024x1536",
-                 "1820x1024", "1024x1820", "1024x2048", "2048x1024", "1434x1024",
-                 "1024x1434", "1024x1280", "1280x1024", "1024x1707", "1707x1024")
+RECRAFT_SIZES = (
+    "1024x1024",
+    "1365x1024",
+    "1024x1365",
+    "1536x1024",
+    "1024x1536",
+    "1820x1024",
+    "1024x1820",
+    "1024x2048",
+    "2048x1024",
+    "1434x1024",
+    "1024x1434",
+    "1024x1280",
+    "1280x1024",
+    "1024x1707",
+    "1707x1024",
+)
 
 _TIE = 1e-9
 
@@ -79,8 +108,10 @@ def closest_size(width: int, height: int, sizes: Sequence[str]) -> str:
 
     def key(size: str) -> tuple[float, float]:
         w, h = parse_size(size)
-        return (round(abs(_log_ratio(w, h) - target_ratio), 9),
-                round(abs(math.log(w * h) - target_area), 9))
+        return (
+            round(abs(_log_ratio(w, h) - target_ratio), 9),
+            round(abs(math.log(w * h) - target_area), 9),
+        )
 
     return min(sizes, key=key)
 

@@ -1,0 +1,94 @@
+"""The edge-function HTTP contracts of the Picture app as one ASGI app (SPEC section 5).
+
+    POST /start-generation     user JWT      queue a generation, answer at once
+    POST /process-jobs         project JWT   claim and run up to 3 jobs in the request
+    POST /process-generation   service key   one synchronous Replicate generation
+    POST /generate-image       user JWT      legacy synchronous API (through the queue)
+    OPTIONS *                  CORS preflight, answered ``ok``
+
+The local stack mounts the app at ``/functions/v1`` (routes are then ``/<name>``); served on
+its own (``picture-worker functions``) it answers both ``/<name>`` and
+``/functions/v1/<name>``, so clients keep their URLs. Every response carries the original's
+CORS headers; every error is a JSON ``{"error": ...}`` body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from functions_compat.auth import TokenVerifier
+from functions_compat.config import FunctionsConfig
+from functions_compat.cors import CorsMiddleware
+from functions_compat.db import ServiceDb
+from functions_compat.generate_image import GenerateImage
+from functions_compat.http import Endpoint, error_response, guarded
+from functions_compat.process_generation import ProcessGeneration
+from functions_compat.process_jobs import ProcessJobs
+from functions_compat.runtime import WorkerRuntimes
+from functions_compat.start_generation import GenerationStarter, StartGeneration
+
+log = logging.getLogger("functions_compat")
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def build_endpoints(config: FunctionsConfig, runtimes: WorkerRuntimes) -> dict[str, Endpoint]:
+    """Function name -> endpoint. ``replicate-webhook`` (webhook mode) joins this table."""
+    verifier = TokenVerifier(config)
+    db = ServiceDb(config.supabase_url, config.service_key)
+    starter = GenerationStarter(config, db)
+    return {
+        "start-generation": guarded(StartGeneration(verifier, starter)),
+        "process-jobs": guarded(ProcessJobs(verifier, runtimes)),
+        "process-generation": guarded(
+            ProcessGeneration(verifier, runtimes, config.generate_timeout),
+            failure_fields={"success": False},
+        ),
+        "generate-image": guarded(GenerateImage(verifier, starter, db, config.generate_timeout)),
+    }
+
+
+def create_app(env: Mapping[str, str] | None = None) -> Starlette:
+    """The functions app; ``env`` defaults to os.environ. Raises ConfigError naming a bad
+    variable."""
+    config = FunctionsConfig.from_env(os.environ if env is None else env)
+    runtimes = WorkerRuntimes(config)
+    endpoints = build_endpoints(config, runtimes)
+
+    async def dispatch(request: Request) -> Response:
+        endpoint = endpoints.get(request.path_params["name"])
+        if endpoint is None:
+            return error_response(404, "Requested function was not found")
+        return await endpoint(request)
+
+    async def not_found(_request: Request) -> Response:
+        return error_response(404, "Requested function was not found")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            runtimes.close()
+
+    app = Starlette(
+        routes=[
+            Route("/functions/v1/{name}", dispatch, methods=METHODS),
+            Route("/{name}", dispatch, methods=METHODS),
+            Route("/{path:path}", not_found, methods=METHODS),
+        ],
+        middleware=[Middleware(CorsMiddleware)],
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.endpoints = endpoints
+    return app

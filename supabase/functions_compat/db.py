@@ -1,0 +1,134 @@
+"""The functions' access to the project: supabase-py (sync client, service key) in threads.
+
+One client with one fixed identity (service_role) is shared by all requests, which
+supabase-py supports (WIRE.md 7.3); every call runs in Starlette's thread pool so the
+event loop (which, in the local stack, also serves /rest/v1) is never blocked.
+PostgREST errors are mapped to ``HttpError``s the endpoints can answer with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+from postgrest.exceptions import APIError
+from starlette.concurrency import run_in_threadpool
+
+from functions_compat.http import HttpError
+from supabase import Client, ClientOptions, create_client
+
+log = logging.getLogger("functions_compat.db")
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+# SQLSTATEs raised by public.create_generation (PostgREST answers PTxyz with HTTP xyz).
+TOO_MANY = "PT429"
+CONFLICT = "PT409"
+NOT_FOUND = "P0002"
+FOREIGN_KEY = "23503"
+
+
+def _first(data: Any) -> Row | None:
+    if isinstance(data, list):
+        return cast(Row, data[0]) if data and isinstance(data[0], dict) else None
+    return cast(Row, data) if isinstance(data, dict) else None
+
+
+class ServiceDb:
+    def __init__(self, supabase_url: str, service_key: str) -> None:
+        options = ClientOptions(
+            auto_refresh_token=False,
+            persist_session=False,
+            postgrest_client_timeout=30,
+        )
+        self._client: Client = create_client(supabase_url, service_key, options)
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return await run_in_threadpool(fn)
+        except HttpError:
+            raise
+        except APIError as exc:
+            raise _api_error(what, exc) from exc
+        except Exception as exc:
+            log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+            raise HttpError(500, "Internal server error") from exc
+
+    async def active_model(self, replicate_id: str) -> Row | None:
+        def run() -> Any:
+            return (
+                self._client.table("models")
+                .select("*")
+                .eq("replicate_id", replicate_id)
+                .eq("is_active", True)
+                .limit(1)
+                .execute()
+                .data
+            )
+
+        return _first(await self._call("read model", run))
+
+    async def create_generation(
+        self,
+        user_id: str,
+        generation: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        max_in_flight: int,
+    ) -> Row:
+        params = {
+            "p_user_id": user_id,
+            "p_generation": dict(generation),
+            "p_payload": dict(payload),
+            "p_max_in_flight": max_in_flight,
+        }
+
+        def run() -> Any:
+            return self._client.rpc("create_generation", params).execute().data
+
+        row = _first(await self._call("create_generation", run))
+        if row is None or not row.get("generation_id") or not row.get("job_id"):
+            log.error("create_generation returned %r", row)
+            raise HttpError(500, "Internal server error")
+        return row
+
+    async def generation(self, generation_id: str) -> Row | None:
+        def run() -> Any:
+            return (
+                self._client.table("image_generations")
+                .select("*")
+                .eq("id", generation_id)
+                .limit(1)
+                .execute()
+                .data
+            )
+
+        return _first(await self._call("read generation", run))
+
+    async def image_for(self, generation_id: str) -> Row | None:
+        def run() -> Any:
+            return (
+                self._client.table("images")
+                .select("*")
+                .eq("generation_id", generation_id)
+                .order("created_at")
+                .limit(1)
+                .execute()
+                .data
+            )
+
+        return _first(await self._call("read image", run))
+
+
+def _api_error(what: str, exc: APIError) -> HttpError:
+    code = str(exc.code or "")
+    message = str(exc.message or "")
+    if code == TOO_MANY:
+        return HttpError(429, message or "Too many generations in progress")
+    if code in (NOT_FOUND, CONFLICT):
+        return HttpError(400, message or "Generation not found")
+    if code == FOREIGN_KEY:
+        return HttpError(401, "User not found")
+    log.warning("%s failed: %s (code %s)", what, message, code or "?")
+    return HttpError(500, "Internal server error")

@@ -1,0 +1,115 @@
+"""POST /process-jobs (any valid project JWT, the anon key included): claim up to 3 jobs and
+run them in the request, as the pg_cron-driven original did.
+
+    200 {"success": true, "processed": N, "errors": M,
+         "message": "Processed N job(s) with M error(s)"}
+
+The body is ignored (pg_cron posts ``{}``, curl posts nothing). Jobs are claimed with
+``claim_jobs`` under a worker id ``process-jobs-<uuid>`` and run concurrently in threads by
+the worker's own Runner and handlers, with the daemon's semantics: fenced completion,
+retries with backoff, the generation mirrored. While they run, their leases are
+heartbeated, and a cancelled generation or a lost lease stops its job as in the daemon.
+``errors`` counts jobs that did not complete (failed, retried later, lease lost, paused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from functions_compat.auth import TokenVerifier
+from functions_compat.http import HttpError, json_response, read_body
+from functions_compat.runtime import WorkerRuntime, WorkerRuntimes
+from worker.errors import WorkerError
+from worker.handlers.base import JobContext
+from worker.jobs import GENERATE_IMAGE, Job
+from worker.runner import Outcome
+
+log = logging.getLogger("functions_compat.process_jobs")
+
+BATCH = 3
+SUCCESS = ("completed", "cancelled")
+
+
+class ProcessJobs:
+    def __init__(self, verifier: TokenVerifier, runtimes: WorkerRuntimes) -> None:
+        self.verifier = verifier
+        self.runtimes = runtimes
+
+    async def __call__(self, request: Request) -> Response:
+        await self.verifier.project(request)
+        await read_body(request)  # accepted and ignored, as the original did
+        rt = await self.runtimes.get("process-jobs")
+        worker_id = f"process-jobs-{uuid.uuid4()}"
+        jobs = await self._claim(rt, worker_id)
+        outcomes = await self._run(rt, worker_id, jobs)
+        processed = len(outcomes)
+        errors = sum(1 for o in outcomes if o.status not in SUCCESS)
+        return json_response(
+            {
+                "success": True,
+                "processed": processed,
+                "errors": errors,
+                "message": f"Processed {processed} job(s) with {errors} error(s)",
+            }
+        )
+
+    async def _claim(self, rt: WorkerRuntime, worker_id: str) -> list[Job]:
+        types = list(rt.settings.job_types)
+        if rt.services.credit.paused():  # Replicate said 402 recently: leave generate jobs
+            types = [t for t in types if t != GENERATE_IMAGE]
+        if not types:
+            return []
+        try:
+            return await run_in_threadpool(
+                rt.services.queue.claim, BATCH, types, worker_id, rt.settings.lease_seconds
+            )
+        except WorkerError as exc:
+            log.warning("process-jobs could not claim: %s", exc.message)
+            raise HttpError(500, "Could not claim jobs from the queue") from None
+
+    async def _run(self, rt: WorkerRuntime, worker_id: str, jobs: list[Job]) -> list[Outcome]:
+        if not jobs:
+            return []
+        runner = rt.runner(worker_id)
+        contexts = [
+            JobContext(job, rt.services, worker_id, rt.settings.job_timeout) for job in jobs
+        ]
+        tasks = [
+            asyncio.ensure_future(self.runtimes.run(functools.partial(runner.run, ctx)))
+            for ctx in contexts
+        ]
+        pending = set(tasks)
+        while pending:
+            _done, pending = await asyncio.wait(pending, timeout=rt.settings.heartbeat_interval)
+            running = [ctx for ctx, task in zip(contexts, tasks, strict=True) if not task.done()]
+            if running:
+                await _heartbeat(rt, worker_id, running)
+        return [task.result() for task in tasks]
+
+
+async def _heartbeat(rt: WorkerRuntime, worker_id: str, contexts: list[JobContext]) -> None:
+    for ctx in contexts:
+        try:
+            row = await run_in_threadpool(
+                rt.services.queue.heartbeat, ctx.job.id, worker_id, rt.settings.lease_seconds
+            )
+        except WorkerError as exc:
+            ctx.log(
+                "job.heartbeat_failed", "heartbeat failed: %s", exc.message, level=logging.WARNING
+            )
+            continue
+        if row is None or row.get("status") == "cancelled":
+            ctx.log("job.cancel_seen", "generation cancelled; stopping the job")
+            ctx.cancel()
+        elif row.get("status") != "processing" or row.get("locked_by") != worker_id:
+            ctx.log(
+                "job.lease_lost", "lease lost (now %s)", row.get("status"), level=logging.WARNING
+            )
+            ctx.lose_lease()
