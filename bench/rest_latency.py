@@ -22,8 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devstack.stack import Stack
 from supabase import Client, create_client
+
+from devstack.stack import Stack
 
 
 def _quantile(sorted_ms: list[float], q: float) -> float:
@@ -85,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             temp.cleanup()
     print(f"{'case':36} {'calls':>6} {'median ms':>10} {'p99 ms':>8} {'mean ms':>8}")
     for name, r in results.items():
-        print(f"{name:36} {r['calls']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>8.2f} "
-              f"{r['mean_ms']:>8.2f}")
+        print(
+            f"{name:36} {r['calls']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>8.2f} "
+            f"{r['mean_ms']:>8.2f}"
+        )
     print(json.dumps({"rest_rpc_latency": results}))
     return 0
 

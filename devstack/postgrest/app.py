@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from devstack.context import StackContext
 from devstack.postgrest.errors import ApiError, SchemaMiss, from_pg, internal_error, invalid_body
+from devstack.postgrest.filter_parse import parse_query
 from devstack.postgrest.operations import (
     Call,
     Outcome,
@@ -30,10 +32,11 @@ from devstack.postgrest.operations import (
     plan_update_delete,
     run,
 )
-from devstack.postgrest.query_parse import SelectItem, SelectRelation, parse_query
+from devstack.postgrest.query_ast import SelectItem, SelectRelation
 from devstack.postgrest.request import (
     SET_CONFIG,
     Auth,
+    TokenVerifier,
     authenticate,
     check_profile,
     parse_accept,
@@ -86,6 +89,7 @@ class RestApp:
     def __init__(self, ctx: StackContext, schema_ttl: float = 5.0) -> None:
         self.ctx = ctx
         self.store = SchemaStore(lambda: ctx.api, schema_ttl)
+        self.tokens = TokenVerifier(ctx.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,7 +122,7 @@ class RestApp:
                 ),
                 "Access-Control-Max-Age": "86400",
             })
-        auth = authenticate(request.headers, self.ctx.keys)
+        auth = authenticate(request.headers, self.tokens)
         if method not in _METHODS:
             raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {method}")
         check_profile(method, request.headers)
@@ -161,7 +165,7 @@ class RestApp:
             except SchemaMiss:
                 if attempt:
                     raise
-                cache = await self.store.after_miss(cache)
+                cache = await self.store.after_miss(time.monotonic())
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -180,9 +184,11 @@ class RestApp:
         settings = auth.settings(request.method, path, request.headers, read_only)
         async with self.ctx.api.connection() as conn:
             try:
-                async with conn.transaction(), conn.cursor() as cur:
-                    await cur.execute(SET_CONFIG, settings)
-                    return await run(cur, plan)
+                # Pipeline mode: BEGIN, the settings and the statement leave in one round trip,
+                # COMMIT and the sync in a second one.
+                async with conn.pipeline() as pipeline, conn.transaction():
+                    await conn.execute(SET_CONFIG, settings)
+                    return await run(conn, pipeline, plan)
             except psycopg.Error as exc:
                 raise from_pg(exc, auth.authed) from exc
 

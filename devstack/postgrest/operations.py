@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from psycopg import AsyncCursor, sql
+from psycopg import AsyncConnection, AsyncPipeline, sql
 
 from devstack.postgrest.errors import ApiError, invalid_body, singular_error
 from devstack.postgrest.lookup import find_function, find_table
-from devstack.postgrest.query_parse import Field, QueryParams, SelectField
+from devstack.postgrest.query_ast import Field, QueryParams, SelectField
 from devstack.postgrest.request import Accept, Prefer
 from devstack.postgrest.schema_cache import PgType, SchemaCache
 from devstack.postgrest.sql_build import Builder, Params, Source, qi, table_ident
@@ -26,6 +26,7 @@ from devstack.postgrest.sql_write import (
     delete_sql,
     insert_groups,
     insert_sql,
+    is_single_unnamed_json,
     rpc_rows_sql,
     rpc_value_sql,
     update_sql,
@@ -97,11 +98,9 @@ def _rows_payload(body: Any) -> list[dict[str, Any]]:
     raise invalid_body()
 
 
-def _representation(
-    call: Call, cache: SchemaCache, casts: dict[str, PgType | None], b: Builder,
-    name: str, ctes: list[sql.Composed],
-) -> sql.Composed:
-    table = cache.tables[name]
+def _representation(b: Builder, name: str, ctes: list[sql.Composed]) -> sql.Composed:
+    """``with <writes ... returning *>`` and the select of the written rows, as for a read."""
+    table = b.cache.tables[name]
     names = [qi(f"pgrst_m{i}") for i in range(len(ctes))]
     with_items = sql.SQL(", ").join(
         sql.SQL("{} as ({})").format(n, stmt) for n, stmt in zip(names, ctes, strict=True)
@@ -133,7 +132,7 @@ def plan_insert(call: Call, cache: SchemaCache, casts: dict[str, PgType | None])
                    returning=True)
         for g in groups if g.rows or g is groups[0]
     ]
-    plan.query = _representation(call, cache, casts, b, table.name, ctes)
+    plan.query = _representation(b, table.name, ctes)
     if ret == "headers-only":
         plan.location = (table.name, table.pk)
     return plan
@@ -160,19 +159,16 @@ def plan_update_delete(call: Call, cache: SchemaCache, casts: dict[str, PgType |
     else:
         stmt = delete_sql(table, where, returning=returning)
     if returning:
-        plan.query = _representation(call, cache, casts, b, table.name, [stmt])
+        plan.query = _representation(b, table.name, [stmt])
     else:
         plan.minimal = [stmt]
     return plan
 
 
 def _rpc_args(call: Call, fn_params: dict[str, PgType]) -> dict[str, Any]:
+    """Named arguments: the JSON object posted, or the query parameters of a GET."""
     if call.method == "POST":
-        if call.body is None:
-            return {}
-        if not isinstance(call.body, dict):
-            return {}
-        return dict(call.body)
+        return dict(call.body) if isinstance(call.body, dict) else {}
     args: dict[str, Any] = {}
     for key, value in call.q.rpc_args:
         parsed: Any = value
@@ -189,13 +185,16 @@ def _rpc_args(call: Call, fn_params: dict[str, PgType]) -> dict[str, Any]:
 def plan_rpc(call: Call, cache: SchemaCache, casts: dict[str, PgType | None]) -> Plan:
     if call.method not in ("GET", "HEAD", "POST"):
         raise ApiError(405, "PGRST101", f"Cannot use the {call.method} method on RPC")
-    if call.method == "POST" and call.body is not None and not isinstance(call.body, dict | list):
+    post = call.method == "POST"
+    if post and call.body is not None and not isinstance(call.body, dict | list):
         raise invalid_body()
-    keys = (
-        set(call.body) if call.method == "POST" and isinstance(call.body, dict)
-        else {k for k, _ in call.q.rpc_args} if call.method != "POST" else set()
-    )
-    fn = find_function(cache, call.target, keys, post=call.method == "POST")
+    if not post:
+        keys = {k for k, _ in call.q.rpc_args}
+    else:
+        keys = set(call.body) if isinstance(call.body, dict) else set()
+    fn = find_function(cache, call.target, keys, post=post)
+    if post and isinstance(call.body, list) and not is_single_unnamed_json(fn):
+        raise invalid_body("The request body must be a JSON object of named arguments")
     args = _rpc_args(call, {p.name: p.type for p in fn.params})
     b = _builder(call, cache, casts)
     arg_list, from_args = call_args(fn, args, call.body, b.params)
@@ -226,9 +225,9 @@ def content_range(offset: int, page: int, total: int | None) -> str:
     return f"*/{total_text}"
 
 
-async def _fetch(cur: AsyncCursor[Any], plan: Plan) -> tuple[str, int, int | None]:
+async def _fetch(conn: AsyncConnection[Any], plan: Plan) -> tuple[str, int, int | None]:
     assert plan.query is not None
-    await cur.execute(plan.query, plan.params.values)
+    cur = await conn.execute(plan.query, plan.params.values)
     row = await cur.fetchone()
     assert row is not None
     return row[0], int(row[1]), None if row[2] is None else int(row[2])
@@ -240,8 +239,8 @@ def _single_body(text: str, page: int) -> bytes:
     return text[1:-1].strip().encode()
 
 
-async def _run_read(cur: AsyncCursor[Any], plan: Plan) -> Outcome:
-    text, page, total = await _fetch(cur, plan)
+async def _run_read(conn: AsyncConnection[Any], plan: Plan) -> Outcome:
+    text, page, total = await _fetch(conn, plan)
     status = 200
     if total is not None:
         if plan.offset > total:
@@ -261,11 +260,13 @@ async def _run_read(cur: AsyncCursor[Any], plan: Plan) -> Outcome:
     return Outcome(status, None if plan.head else text.encode(), headers)
 
 
-async def _run_write(cur: AsyncCursor[Any], plan: Plan) -> Outcome:
+async def _run_write(
+    conn: AsyncConnection[Any], pipeline: AsyncPipeline, plan: Plan
+) -> Outcome:
     body: bytes | None = None
     headers: dict[str, str] = {}
     if plan.query is not None:
-        text, affected, _ = await _fetch(cur, plan)
+        text, affected, _ = await _fetch(conn, plan)
         body = _single_body(text, affected) if plan.single else text.encode()
         if plan.location is not None:
             body = None
@@ -275,10 +276,9 @@ async def _run_write(cur: AsyncCursor[Any], plan: Plan) -> Outcome:
                 query = "&".join(f"{quote(c)}=eq.{quote(str(rows[0].get(c)))}" for c in pk)
                 headers["Location"] = f"/{quote(table)}?{query}"
     else:
-        affected = 0
-        for stmt in plan.minimal:
-            await cur.execute(stmt, plan.params.values)
-            affected += max(cur.rowcount, 0)
+        cursors = [await conn.execute(stmt, plan.params.values) for stmt in plan.minimal]
+        await pipeline.sync()  # row counts are known once the results arrived
+        affected = sum(max(cur.rowcount, 0) for cur in cursors)
         if plan.single and affected != 1:
             raise singular_error(affected)
     headers["Content-Range"] = f"*/{affected}" if plan.count else "*/*"
@@ -288,15 +288,16 @@ async def _run_write(cur: AsyncCursor[Any], plan: Plan) -> Outcome:
     return Outcome(200 if body is not None else 204, body, headers, media)
 
 
-async def run(cur: AsyncCursor[Any], plan: Plan) -> Outcome:
+async def run(conn: AsyncConnection[Any], pipeline: AsyncPipeline, plan: Plan) -> Outcome:
+    """Run a plan inside the request's transaction (in pipeline mode)."""
     if plan.kind in ("read", "rpc-set", "rpc-one"):
-        return await _run_read(cur, plan)
+        return await _run_read(conn, plan)
     if plan.kind in ("rpc-value", "rpc-void"):
         assert plan.query is not None
-        await cur.execute(plan.query, plan.params.values)
+        cur = await conn.execute(plan.query, plan.params.values)
         row = await cur.fetchone()
         if plan.kind == "rpc-void":
             return Outcome(204)
         value = row[0] if row is not None and row[0] is not None else "null"
         return Outcome(200, None if plan.head else str(value).encode())
-    return await _run_write(cur, plan)
+    return await _run_write(conn, pipeline, plan)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +52,34 @@ class Auth:
         }
 
 
-def authenticate(headers: Headers, keys: StackKeys) -> Auth:
+class TokenVerifier:
+    """``StackKeys.verify`` with a small cache: a token seen before is not verified again,
+    but its expiry (and not-before) is checked on every use."""
+
+    def __init__(self, keys: StackKeys, size: int = 4096) -> None:
+        self._keys = keys
+        self._size = size
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def verify(self, token: str) -> dict[str, Any]:
+        claims = self._cache.get(token)
+        now = time.time()
+        if claims is not None:
+            exp, nbf = claims.get("exp"), claims.get("nbf")
+            if isinstance(exp, int | float) and exp <= now:
+                del self._cache[token]
+                raise InvalidToken("PGRST303", "JWT expired")
+            if not (isinstance(nbf, int | float) and nbf > now):
+                self._cache.move_to_end(token)
+                return claims
+        claims = self._keys.verify(token)
+        self._cache[token] = claims
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return claims
+
+
+def authenticate(headers: Headers, keys: TokenVerifier) -> Auth:
     """Bearer JWT from Authorization, else the apikey header; verified like PostgREST."""
     token: str | None = None
     authorization = headers.get("authorization", "")

@@ -10,6 +10,7 @@ runs are picked up.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 SCHEMA = "public"
+log = logging.getLogger("devstack.rest")
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ def _function_from_row(row: tuple[Any, ...]) -> Function:
 
 
 async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
+    started = time.monotonic()  # the cache describes the catalogs as of (about) now
     args = {"schema": SCHEMA}
     tables: dict[str, Table] = {}
     cur = await conn.execute(Q_COLUMNS, args)
@@ -233,7 +236,7 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     for row in await cur.fetchall():
         fn = _function_from_row(row)
         functions.setdefault(fn.name, []).append(fn)
-    return SchemaCache(tables, fks, functions, time.monotonic())
+    return SchemaCache(tables, fks, functions, started)
 
 
 class SchemaStore:
@@ -245,6 +248,7 @@ class SchemaStore:
         self._cache: SchemaCache | None = None
         self._lock = asyncio.Lock()
         self._types: dict[str, PgType | None] = {}
+        self._background: asyncio.Task[None] | None = None
 
     async def _reload(self) -> SchemaCache:
         async with self._pool().connection() as conn, conn.transaction():
@@ -254,22 +258,31 @@ class SchemaStore:
         return cache
 
     async def get(self) -> SchemaCache:
+        """The cache; past its TTL it is reloaded in the background (this request uses it as is)."""
         cache = self._cache
         if cache is None:
             async with self._lock:
                 return self._cache or await self._reload()
-        if time.monotonic() - cache.loaded_at > self._ttl and not self._lock.locked():
-            async with self._lock:
-                if self._cache is cache:
-                    return await self._reload()
-                assert self._cache is not None
-                return self._cache
+        stale = time.monotonic() - cache.loaded_at > self._ttl
+        if stale and not self._lock.locked() and self._background is None:
+            self._background = asyncio.create_task(self._refresh(cache))
+            self._background.add_done_callback(self._refreshed)
         return cache
 
-    async def after_miss(self, seen: SchemaCache) -> SchemaCache:
-        """A fresh cache, unless another request reloaded it since ``seen`` was taken."""
+    async def _refresh(self, seen: SchemaCache) -> None:
         async with self._lock:
-            if self._cache is seen or self._cache is None:
+            if self._cache is seen:
+                await self._reload()
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        self._background = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("schema cache reload failed: %s", task.exception())
+
+    async def after_miss(self, missed_at: float) -> SchemaCache:
+        """A cache loaded after ``missed_at`` (concurrent misses share one reload)."""
+        async with self._lock:
+            if self._cache is None or self._cache.loaded_at < missed_at:
                 return await self._reload()
             return self._cache
 

@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from devstack.postgrest.errors import ApiError, SchemaMiss, column_not_found
-from devstack.postgrest.query_parse import (
+from devstack.postgrest.query_ast import (
     Field,
     Filter,
     LogicTree,

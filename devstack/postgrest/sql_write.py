@@ -148,7 +148,7 @@ def delete_sql(
 
 
 # -- RPC ---------------------------------------------------------------------------------------
-def _is_single_unnamed_json(fn: Function) -> bool:
+def is_single_unnamed_json(fn: Function) -> bool:
     return (
         len(fn.params) == 1
         and fn.params[0].name == ""
@@ -161,10 +161,10 @@ def match_function(candidates: list[Function], keys: set[str]) -> list[Function]
     matches = []
     for fn in candidates:
         names = {p.name for p in fn.params}
-        if (fn.required <= keys and keys <= names) or _is_single_unnamed_json(fn):
+        if (fn.required <= keys and keys <= names) or is_single_unnamed_json(fn):
             matches.append(fn)
     if len(matches) > 1:
-        exact = [fn for fn in matches if not _is_single_unnamed_json(fn)]
+        exact = [fn for fn in matches if not is_single_unnamed_json(fn)]
         matches = exact or matches
     return matches
 
@@ -173,7 +173,7 @@ def call_args(
     fn: Function, args: dict[str, Any], raw_body: Any, params: Params
 ) -> tuple[sql.Composable, sql.Composable | None]:
     """The argument list of the call and the FROM item that types the arguments."""
-    if _is_single_unnamed_json(fn):
+    if is_single_unnamed_json(fn):
         p = fn.params[0]
         value = sql.SQL("{}::{}").format(
             params.add(json.dumps(raw_body)), qi(p.type.schema, p.type.name)

@@ -213,7 +213,8 @@ def _bearer(request: Request, *, fallback_apikey: bool) -> str:
         raise AuthError("Missing authorization header")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
+    malformed = not token or len(token) > MAX_TOKEN_CHARS or any(c.isspace() for c in token)
+    if scheme.lower() != "bearer" or malformed:
         raise AuthError("Invalid authorization header: expected 'Bearer <token>'")
     return token
 

@@ -14,9 +14,9 @@ from typing import Any, TypeVar, cast
 
 from postgrest.exceptions import APIError
 from starlette.concurrency import run_in_threadpool
+from supabase import Client, ClientOptions, create_client
 
 from functions_compat.http import HttpError
-from supabase import Client, ClientOptions, create_client
 
 log = logging.getLogger("functions_compat.db")
 

@@ -294,7 +294,10 @@ declare
 begin
   select * into v_gen from public.image_generations where id = p_generation_id for update;
   if not found
-     or (coalesce(auth.role(), '') <> 'service_role' and v_gen.user_id is distinct from auth.uid()) then
+     or (coalesce(auth.role(), '') <> 'service_role'
+         -- a direct database session (dashboard SQL editor, psql) is an operator, not a user
+         and session_user::text in ('authenticator', 'anon', 'authenticated', 'service_role')
+         and v_gen.user_id is distinct from auth.uid()) then
     raise exception 'generation % not found', p_generation_id using errcode = 'P0002';
   end if;
   if v_gen.status in ('completed', 'failed', 'cancelled') then

@@ -38,6 +38,9 @@ WORKER_RPCS: dict[str, str] = {
     "fail_abandoned_generations": "select public.fail_abandoned_generations()",
     "cleanup_old_jobs": "select public.cleanup_old_jobs()",
     "next_scheduled_at": "select public.next_scheduled_at()",
+    "job_retry_delay": "select public.job_retry_delay(1)",
+    "create_generation": "select public.create_generation(gen_random_uuid(),"
+                         " '{\"prompt\": \"x\"}'::jsonb, '{}'::jsonb)",
 }
 
 RPC_NAMES = (

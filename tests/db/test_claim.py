@@ -115,7 +115,8 @@ def test_claim_order_is_priority_then_scheduled_at_then_created_at(db: Database)
         for label, priority, sched_ago, created_ago in specs:
             row = conn.execute(
                 "insert into public.job_queue"
-                " (job_type, payload, priority, scheduled_at, created_at) values ('generate-image', jsonb_build_object('label', %s::text), %s,"
+                " (job_type, payload, priority, scheduled_at, created_at)"
+                " values ('generate-image', jsonb_build_object('label', %s::text), %s,"
                 " now() - make_interval(secs => %s), now() - make_interval(secs => %s))"
                 " returning id::text",
                 (label, priority, sched_ago, created_ago),

@@ -73,7 +73,8 @@ def test_cleanup_old_jobs_keeps_failed_for_30_days(db: Database) -> None:
 @pytest.fixture(scope="module")
 def cron_db(pg_cluster: PgCluster, template_db: Database) -> Iterator[Database]:
     """The cluster's own ``postgres`` database (where pg_cron runs), deployed with the
-    legacy edge-function schedules, then migrated."""
+    legacy edge-function schedules, then migrated. (``template_db`` first: it creates the
+    cluster-wide roles.)"""
     if not pg_cluster.has_pg_cron:
         pytest.skip("pg_cron is not installed on this machine")
     pg_cluster.bootstrap(dbname="postgres")

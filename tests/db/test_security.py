@@ -51,7 +51,7 @@ def _select_all(relation: str) -> sql.Composed:
     return sql.SQL("select * from public.{}").format(sql.Identifier(relation))
 
 
-def _sqlstate(db: Database, role: str, query: str | sql.Composable,
+def _sqlstate(db: Database, role: str, query: str | sql.Composed,
               sub: uuid.UUID | None = None, params: tuple[Any, ...] | None = None) -> str | None:
     """The SQLSTATE a PostgREST-style call raises, or None when it succeeds."""
     try:
@@ -146,6 +146,20 @@ def test_service_role_reads_everything(world: World) -> None:
             assert row is not None and row["n"] == expected, table
         for view in VIEWS:
             assert conn.execute(_select_all(view)).fetchall() is not None
+
+
+def test_service_role_writes_what_the_worker_writes(db: Database) -> None:
+    user = db.make_user()
+    gen = db.make_generation(user)
+    with db.as_role("service_role") as conn:
+        conn.execute("update public.image_generations set status = 'downloading' where id = %s",
+                     (gen,))
+        conn.execute(
+            "insert into public.images (generation_id, user_id, storage_path, format)"
+            " values (%s, %s, %s, 'webp')", (gen, user, f"{user}/{gen}.webp"),
+        )
+    assert db.generation(gen)["status"] == "downloading"
+    assert db.scalar("select count(*) from public.images where generation_id = %s", (gen,)) == 1
 
 
 def test_cancel_generation_only_by_owner_or_service_role(db: Database) -> None:

@@ -79,8 +79,7 @@ def _seed(db: Database, variant: str) -> dict[str, Any]:
 
 def _insert_job(conn: psycopg.Connection[Any], variant: str, status: str, i: int,
                 gens: dict[str, uuid.UUID], users: list[uuid.UUID]) -> None:
-    payload = Jsonb({"generation_id": str(gens["processing"]),
-                                        "user_id": str(users[0])})
+    payload = Jsonb({"generation_id": str(gens["processing"]), "user_id": str(users[0])})
     done = status in ("completed", "failed", "cancelled")
     attempts = {"pending": 1, "processing": 0 if variant == "m" else 1, "failed": 3}.get(status, 1)
     common = {
@@ -183,10 +182,11 @@ def test_upgrade_leaves_one_function_per_rpc(
 
 
 def test_upgraded_job_queue_columns_equal_a_fresh_schema(
-    upgraded: tuple[str, Database, dict[str, Any], dict[str, Any]], template_db: Database
+    upgraded: tuple[str, Database, dict[str, Any], dict[str, Any]],
+    db_factory: Callable[..., Database],
 ) -> None:
     _, db, _, _ = upgraded
-    fresh, got = _columns(template_db, "job_queue"), _columns(db, "job_queue")
+    fresh, got = _columns(db_factory(), "job_queue"), _columns(db, "job_queue")
     assert got == fresh, {"missing": fresh - got, "unexpected": got - fresh}
 
 
@@ -276,10 +276,11 @@ def _table_shape(db: Database) -> dict[str, Any]:
 
 
 def test_upgraded_job_queue_has_the_fresh_constraints_indexes_and_settings(
-    upgraded: tuple[str, Database, dict[str, Any], dict[str, Any]], template_db: Database
+    upgraded: tuple[str, Database, dict[str, Any], dict[str, Any]],
+    db_factory: Callable[..., Database],
 ) -> None:
     _, db, _, _ = upgraded
-    fresh, got = _table_shape(template_db), _table_shape(db)
+    fresh, got = _table_shape(db_factory()), _table_shape(db)
     assert got["constraints"] == fresh["constraints"]  # the old checks are replaced
     assert fresh["indexes"] <= got["indexes"]  # the deployment's own indexes may stay
     assert got["options"] == fresh["options"]

@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from supabase import Client, ClientOptions, create_client
 
 from devstack.pg import free_port
 from devstack.stack import StackState
-from supabase import Client, ClientOptions, create_client
 from tests.support import ROOT, worker_env
 
 PASSWORD = "correct-horse-battery-42"

@@ -317,7 +317,8 @@ def test_inactive_model_is_unknown(
     )
     try:
         before = counts(admin_conn, user.id)
-        response = fn.post("start-generation", user.token, json={"prompt": "p", "model_id": model_id})
+        response = fn.post("start-generation", user.token,
+                           json={"prompt": "p", "model_id": model_id})
         assert_error(response, 400, f"Unknown model: {model_id}")
         assert counts(admin_conn, user.id) == before
     finally:
@@ -476,7 +477,7 @@ def test_process_generation_runs_one_prediction(
                          "generation_time_seconds"}
     assert data["success"] is True
     assert data["format"] == "webp"
-    assert (data["width"], data["height"]) == (1365, 768)  # 16:9 at 1024 on the short side
+    assert (data["width"], data["height"]) == (1820, 1024)  # 16:9, 1024 on the short side
     assert data["output_url"].startswith(stack_state.replicate_url.removesuffix("/v1"))
     assert isinstance(data["generation_time_seconds"], float)
     assert httpx.get(data["output_url"], timeout=10).status_code == 200
@@ -570,7 +571,8 @@ def test_generate_image_with_a_client_created_row_returns_the_image(
     assert set(data) == {"success", "image", "generation_time"}
     image = data["image"]
     assert image["generation_id"] == gid and image["user_id"] == user.id
-    assert (image["width"], image["height"], image["format"]) == (768, 768, "webp")
+    # flux-schnell takes aspect ratios only: 1:1 is rendered 1024 x 1024.
+    assert (image["width"], image["height"], image["format"]) == (1024, 1024, "webp")
     assert image["storage_path"] == f"{user.id}/{gid}.webp"
     assert image["prompt"] == "a harbour"
     gen = _generation(admin_conn, gid)
@@ -605,7 +607,7 @@ def test_generate_image_times_out_with_504(
     assert _generation(admin_conn, body["generation_id"])["status"] == "queued"
 
 
-def test_a_new_user_signs_up_and_starts_from_node_like_clients(
+def test_supabase_js_style_headers_are_accepted(
     stack_state: StackState, fn: Functions, admin_conn: psycopg.Connection
 ) -> None:
     # Raw HTTP as supabase-js sends it: apikey + Bearer session, x-client-info, JSON body.
@@ -620,3 +622,69 @@ def test_a_new_user_signs_up_and_starts_from_node_like_clients(
         from tests.functions.conftest import cancel_in_flight
 
         cancel_in_flight(admin_conn, u.id)
+
+
+# -- configuration ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"SUPABASE_URL": None}, "SUPABASE_URL: required but not set"),
+        ({"SUPABASE_URL": "ftp://x"}, "SUPABASE_URL: must be an http(s) URL"),
+        ({"SUPABASE_SERVICE_ROLE_KEY": None}, "SUPABASE_SERVICE_ROLE_KEY: required but not set"),
+        ({"FUNCTIONS_MAX_IN_FLIGHT": "-1"}, "FUNCTIONS_MAX_IN_FLIGHT"),
+        ({"FUNCTIONS_MAX_PROMPT_CHARS": "many"}, "FUNCTIONS_MAX_PROMPT_CHARS"),
+        ({"FUNCTIONS_GENERATE_TIMEOUT": "0"}, "FUNCTIONS_GENERATE_TIMEOUT"),
+        ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
+        ({"REPLICATE_API_BASE_URL": "replicate"}, "REPLICATE_API_BASE_URL"),
+    ],
+)
+def test_bad_configuration_names_the_variable(
+    stack_state: StackState, change: dict[str, str | None], message: str
+) -> None:
+    from functions_compat.app import create_app
+    from worker.errors import ConfigError
+
+    env = {**stack_state.env(), **change}
+    with pytest.raises(ConfigError) as caught:
+        create_app({k: v for k, v in env.items() if v is not None})
+    assert message in caught.value.message
+    assert stack_state.keys.service_role_key not in caught.value.message
+
+
+def test_the_cli_refuses_to_start_with_a_bad_variable(stack_state: StackState) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "FUNCTIONS_"))}
+    env.update({**stack_state.env(), "FUNCTIONS_MAX_IN_FLIGHT": "lots"})
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "functions", "--host", "127.0.0.1", "--port", "1"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "configuration error: FUNCTIONS_MAX_IN_FLIGHT" in done.stderr
+
+
+def test_without_replicate_only_the_worker_endpoints_are_unavailable(
+    stack_state: StackState, user: User
+) -> None:
+    import asyncio
+
+    from functions_compat.app import create_app
+
+    env = {k: v for k, v in stack_state.env().items() if not k.startswith("REPLICATE_")}
+    app = create_app(env)
+
+    async def call(name: str, token: str, body: dict[str, Any]) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+            return await client.post(f"/{name}", json=body,
+                                     headers={"Authorization": f"Bearer {token}"})
+
+    jobs = asyncio.run(call("process-jobs", stack_state.keys.anon_key, {}))
+    assert_error(jobs, 500, "process-jobs is not configured: REPLICATE_API_TOKEN")
+    started = asyncio.run(call("start-generation", user.token, {"prompt": "p", "model_id": FLUX}))
+    assert started.status_code == 200, started.text

@@ -81,6 +81,8 @@ begin
   raise exception '%', msg using errcode = code, detail = 'the detail', hint = 'the hint';
 end
 $$;
+create function {p}_sleep(s double precision) returns integer
+  language sql volatile as $$ select 1 from pg_sleep(s) $$;
 create function {p}_over(a integer) returns text language sql as $$ select 'int:' || a $$;
 create function {p}_over(b text) returns text language sql as $$ select 'text:' || b $$;
 create function {p}_write(v text) returns text
@@ -238,6 +240,7 @@ def rest(
     key: str | None = None,
     bearer: str | None = None,
     headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
     **kwargs: Any,
 ) -> httpx.Response:
     """A raw request to /rest/v1 (for what the clients hide: statuses and headers)."""
@@ -249,7 +252,7 @@ def rest(
         all_headers["Authorization"] = f"Bearer {bearer}"
     all_headers.update(headers or {})
     return httpx.request(
-        method, f"{state.url}/rest/v1{path}", headers=all_headers, timeout=30, **kwargs
+        method, f"{state.url}/rest/v1{path}", headers=all_headers, timeout=timeout, **kwargs
     )
 
 

@@ -20,9 +20,9 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from supabase import AsyncClient, acreate_client
 
 from devstack.stack import StackState
-from supabase import AsyncClient, acreate_client
 from tests.stack.realtime_support import Recorder, create_generation, create_user
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
+from supabase import Client, create_client
 
 from devstack.stack import StackState
-from supabase import Client, create_client
 from tests.stack.rest_support import RestObjects, admin_connect, create_user, rest, rest_objects
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 from postgrest.exceptions import APIError
+from supabase import Client, create_client
 
 from devstack.stack import StackState
-from supabase import Client, create_client
 from tests.stack.rest_support import (
     RestObjects,
     admin_connect,

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from postgrest.exceptions import APIError
+from supabase import Client, create_client
 
 from devstack.stack import StackState
-from supabase import Client, create_client
 from tests.stack.rest_support import (
     HOSTILE_COLUMNS,
     RestObjects,
@@ -369,3 +370,25 @@ def test_no_transaction_left_open(stack_state: StackState, objs: RestObjects) ->
     with admin_connect(stack_state) as conn:
         _, idle_in_tx = authenticator_activity(conn)
     assert idle_in_tx == 0
+
+
+def test_client_disconnect_returns_the_connection(
+    stack_state: StackState, objs: RestObjects
+) -> None:
+    key = stack_state.keys.service_role_key
+    with pytest.raises(httpx.ReadTimeout):
+        rest(stack_state, "POST", f"/rpc/{objs.fn('sleep')}", key=key, json={"s": 1.0}, timeout=0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with admin_connect(stack_state) as conn:
+            _, idle_in_tx = authenticator_activity(conn)
+            sleeping = conn.execute(
+                "select count(*) from pg_stat_activity where usename = 'authenticator' "
+                "and query like '%pg_sleep%' and state <> 'idle'"
+            ).fetchone()
+        if idle_in_tx == 0 and sleeping == (0,):
+            break
+        time.sleep(0.2)
+    assert (idle_in_tx, sleeping) == (0, (0,))
+    r = rest(stack_state, "POST", f"/rpc/{objs.fn('add')}", key=key, json={"a": 1})
+    assert r.json() == 3
