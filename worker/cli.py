@@ -184,7 +184,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except migrate.MigrationError as exc:
         return _fail(f"migration failed: {exc}", 1)
     except Exception as exc:  # connection problems and the like: one line, no trace
-        return _fail(f"cannot migrate: {type(exc).__name__}: {exc}", 1)
+        return _fail(f"cannot migrate: {type(exc).__name__}: {' '.join(str(exc).split())}", 1)
     verb = "would apply" if args.dry_run else "applied"
     print(
         f"{verb} {len(applied)} migration(s); database is up to date"

@@ -187,20 +187,23 @@ class WalPoller:
         self.max_changes = max_changes
         self.ready = asyncio.Event()  # a slot exists and is being polled
         self.slot_name: str | None = None
+        self._polled = False  # the current session got as far as polling
 
     async def run(self) -> None:
         """Forever: connect, create the slot, poll; on any database error start over."""
         backoff = 0.2
         while True:
+            self._polled = False
             try:
                 await self._session()
-            except asyncio.CancelledError:
-                raise
             except (psycopg.Error, OSError) as exc:
-                self.ready.clear()
+                if self._polled:
+                    backoff = 0.2  # it worked until now: retry quickly
                 log.warning("realtime: WAL poller lost its connection (%s); retrying in %.1fs",
                             str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
                             backoff)
+            except Exception:  # a bug must not end Realtime for the rest of the run
+                log.exception("realtime: WAL poller failed; restarting it in %.1fs", backoff)
             self.ready.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -218,6 +221,7 @@ class WalPoller:
             )
             self.slot_name = slot
             self.ready.set()
+            self._polled = True
             log.info("realtime: decoding WAL through temporary slot %s", slot)
             while True:
                 batch, nrows = await self._poll(conn, slot, async_commit)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -29,6 +29,7 @@ from devstack.realtime_server.bindings import BindingError, RowFilter
 
 log = logging.getLogger("devstack.realtime")
 
+T = TypeVar("T")
 BYPASS_ROLES = frozenset({"service_role"})
 _CACHE_LIMIT = 10_000
 
@@ -100,6 +101,21 @@ where n.nspname = %s and c.relname = %s and has_column_privilege(c.oid, a.attnum
 """
 
 
+async def _on_pool(
+    pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+) -> T:
+    """Run ``work`` on a pooled connection. A connection error (Postgres restarted under
+    the pool) makes the pool check its idle connections, and the work is tried once more."""
+    try:
+        async with pool.connection() as conn:
+            return await work(conn)
+    except psycopg.OperationalError as exc:
+        log.info("realtime: database connection lost (%s); retrying once", exc)
+        await pool.check()
+        async with pool.connection() as conn:
+            return await work(conn)
+
+
 class RowOracle:
     """Asks Postgres about rows of a change batch; every method is safe to call concurrently."""
 
@@ -123,12 +139,13 @@ class RowOracle:
             " from jsonb_array_elements(%(rows)s) with ordinality as e(v, n) "
             " cross join lateral jsonb_populate_record(null::{tbl}, e.v) as r) as records"
         ).format(columns=sql.SQL(_COLUMNS_SQL), rls=sql.SQL(_RLS_SQL), tbl=_table(schema, table))
+        params = {"schema": schema, "table": table, "rows": Jsonb(list(rows))}
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> Any:
+            return await (await conn.execute(query, params)).fetchone()
+
         try:
-            async with self._admin().connection() as conn:
-                cur = await conn.execute(
-                    query, {"schema": schema, "table": table, "rows": Jsonb(list(rows))}
-                )
-                row = await cur.fetchone()
+            row = await _on_pool(self._admin(), work)
         except psycopg.Error as exc:
             log.warning("realtime: cannot type rows of %s.%s: %s", schema, table, exc)
             return None
@@ -145,10 +162,12 @@ class RowOracle:
             "jsonb_build_object(%s::text, u.v))).{col}) "
             "from unnest(%s::text[]) with ordinality as u(v, n) order by u.n"
         ).format(tbl=_table(schema, table), col=sql.Identifier(row_filter.column))
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+            cur = await conn.execute(query, [row_filter.column, list(row_filter.values)])
+            return [r[0] for r in await cur.fetchall()]
+
         try:
-            async with self._admin().connection() as conn:
-                cur = await conn.execute(query, [row_filter.column, list(row_filter.values)])
-                return [r[0] for r in await cur.fetchall()]
+            return await _on_pool(self._admin(), work)
         except psycopg.errors.UndefinedTable as exc:
             raise TableMissing(f"{schema}.{table}") from exc
         except psycopg.errors.UndefinedColumn as exc:
@@ -191,8 +210,8 @@ class RowOracle:
         keys: Sequence[dict[str, Any]],
     ) -> Access:
         """Columns ``identity`` may select, and which of ``keys`` (pk values, text) RLS shows."""
-        try:
-            async with self._api().connection() as conn, conn.transaction():
+        async def work(conn: psycopg.AsyncConnection[Any]) -> Access:
+            async with conn.transaction():
                 await conn.execute(
                     "select set_config('role', %s, true), "
                     "set_config('request.jwt.claims', %s, true), "
@@ -216,6 +235,9 @@ class RowOracle:
                 cur = await conn.execute(query, [Jsonb(list(keys))])
                 visible = frozenset(int(r[0]) for r in await cur.fetchall())
                 return Access(columns, visible)
+
+        try:
+            return await _on_pool(self._api(), work)
         except psycopg.Error as exc:
             log.info("realtime: %s cannot read %s.%s: %s", identity.role, schema, table,
                      str(exc).strip().splitlines()[0] if str(exc) else exc)

@@ -25,11 +25,12 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 from supabase import Client, ClientOptions, create_client
 
 from devstack.pg import free_port
 from devstack.stack import StackState
-from tests.support import ROOT, worker_env
+from tests.support import ROOT, Fake, worker_env
 
 PASSWORD = "correct-horse-battery-42"
 FLUX = "black-forest-labs/flux-schnell"
@@ -174,3 +175,47 @@ def standalone(
     log_path = tmp_path_factory.mktemp("functions") / "functions.log"
     with serve_functions(stack_state, log_path) as served:
         yield served
+
+
+# -- assertions and fixtures shared by the contract tests ------
+CORS = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-headers": "authorization, x-client-info, apikey, content-type",
+}
+def assert_cors(response: httpx.Response) -> None:
+    for name, value in CORS.items():
+        assert response.headers.get(name) == value, (name, dict(response.headers))
+
+
+def assert_error(response: httpx.Response, status: int, contains: str = "") -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body.get("error"), str) and body["error"], body
+    assert contains.lower() in body["error"].lower(), body
+    assert "Traceback" not in response.text
+    assert_cors(response)
+    return dict(body)
+
+
+def row(conn: psycopg.Connection, query: str, *params: Any) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute(query.encode(), params).fetchone()
+    assert found is not None, query
+    return dict(found)
+
+
+@pytest.fixture
+def fake(stack_state: StackState) -> Iterator[Fake]:
+    f = Fake(stack_state)
+    f.reset()
+    yield f
+    f.reset()
+
+
+@pytest.fixture
+def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
+    """process-jobs claims whatever is due: start these tests from an empty queue."""
+    admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")
+    yield
+    admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")

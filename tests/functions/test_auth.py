@@ -25,7 +25,7 @@ from devstack.pg import free_port
 from devstack.stack import StackState
 from functions_compat.app import create_app
 from functions_compat.auth import AuthError, JwksCache
-from tests.functions.conftest import FLUX, Functions, User, counts
+from tests.functions.conftest import FLUX, Functions, User, assert_error, counts
 
 
 def claims(user_id: str, **overrides: Any) -> dict[str, Any]:
@@ -282,3 +282,69 @@ def test_jwks_is_cached_and_refetched_for_a_new_kid(stack_state: StackState) -> 
     cached, eager = asyncio.run(scenario())
     assert cached == 1  # one fetch served four lookups; an unknown kid waits for min_refresh
     assert eager == 2  # an unknown kid refetches (a key rotated in)
+
+
+# -- configuration ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"SUPABASE_URL": None}, "SUPABASE_URL: required but not set"),
+        ({"SUPABASE_URL": "ftp://x"}, "SUPABASE_URL: must be an http(s) URL"),
+        ({"SUPABASE_SERVICE_ROLE_KEY": None}, "SUPABASE_SERVICE_ROLE_KEY: required but not set"),
+        ({"FUNCTIONS_MAX_IN_FLIGHT": "-1"}, "FUNCTIONS_MAX_IN_FLIGHT"),
+        ({"FUNCTIONS_MAX_PROMPT_CHARS": "many"}, "FUNCTIONS_MAX_PROMPT_CHARS"),
+        ({"FUNCTIONS_GENERATE_TIMEOUT": "0"}, "FUNCTIONS_GENERATE_TIMEOUT"),
+        ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
+        ({"REPLICATE_API_BASE_URL": "replicate"}, "REPLICATE_API_BASE_URL"),
+    ],
+)
+def test_bad_configuration_names_the_variable(
+    stack_state: StackState, change: dict[str, str | None], message: str
+) -> None:
+    from functions_compat.app import create_app
+    from worker.errors import ConfigError
+
+    env = {**stack_state.env(), **change}
+    with pytest.raises(ConfigError) as caught:
+        create_app({k: v for k, v in env.items() if v is not None})
+    assert message in caught.value.message
+    assert stack_state.keys.service_role_key not in caught.value.message
+
+
+def test_the_cli_refuses_to_start_with_a_bad_variable(stack_state: StackState) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "FUNCTIONS_"))}
+    env.update({**stack_state.env(), "FUNCTIONS_MAX_IN_FLIGHT": "lots"})
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "functions", "--host", "127.0.0.1", "--port", "1"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "configuration error: FUNCTIONS_MAX_IN_FLIGHT" in done.stderr
+
+
+def test_without_replicate_only_the_worker_endpoints_are_unavailable(
+    stack_state: StackState, user: User
+) -> None:
+    import asyncio
+
+    from functions_compat.app import create_app
+
+    env = {k: v for k, v in stack_state.env().items() if not k.startswith("REPLICATE_")}
+    app = create_app(env)
+
+    async def call(name: str, token: str, body: dict[str, Any]) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
+            return await client.post(f"/{name}", json=body,
+                                     headers={"Authorization": f"Bearer {token}"})
+
+    jobs = asyncio.run(call("process-jobs", stack_state.keys.anon_key, {}))
+    assert_error(jobs, 500, "process-jobs is not configured: REPLICATE_API_TOKEN")
+    started = asyncio.run(call("start-generation", user.token, {"prompt": "p", "model_id": FLUX}))
+    assert started.status_code == 200, started.text

@@ -1,8 +1,9 @@
-"""The edge-function contracts of SPEC section 5, end to end against the local stack.
+"""The edge-function contracts of SPEC section 5 (routing, CORS, start-generation), end to
+end against the local stack.
 
 Every endpoint is called over HTTP (httpx, and supabase-py's ``functions.invoke``, the
 client path the apps use); the rows behind each answer are read back with a superuser
-connection.
+connection. The worker-backed endpoints are in ``test_contract_jobs.py``.
 """
 
 from __future__ import annotations
@@ -11,64 +12,27 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 from supabase_functions.errors import FunctionsHttpError
 
 from devstack.stack import StackState
-from tests.functions.conftest import FLUX, Functions, User, counts, sign_up
-from tests.support import Fake
+from tests.functions.conftest import (
+    FLUX,
+    Functions,
+    User,
+    assert_cors,
+    assert_error,
+    counts,
+    row,
+    sign_up,
+)
 
-CORS = {
-    "access-control-allow-origin": "*",
-    "access-control-allow-headers": "authorization, x-client-info, apikey, content-type",
-}
 STARTED = "Image generation started. You will be notified when complete."
-
-
-def assert_cors(response: httpx.Response) -> None:
-    for name, value in CORS.items():
-        assert response.headers.get(name) == value, (name, dict(response.headers))
-
-
-def assert_error(response: httpx.Response, status: int, contains: str = "") -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert contains.lower() in body["error"].lower(), body
-    assert "Traceback" not in response.text
-    assert_cors(response)
-    return dict(body)
-
-
-def row(conn: psycopg.Connection, query: str, *params: Any) -> dict[str, Any]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        found = cur.execute(query.encode(), params).fetchone()
-    assert found is not None, query
-    return dict(found)
-
-
-@pytest.fixture
-def fake(stack_state: StackState) -> Iterator[Fake]:
-    f = Fake(stack_state)
-    f.reset()
-    yield f
-    f.reset()
-
-
-@pytest.fixture
-def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
-    """process-jobs claims whatever is due: start these tests from an empty queue."""
-    admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")
-    yield
-    admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")
 
 
 # -- CORS and routing ------------------------------------------------------------------------
@@ -386,6 +350,37 @@ def test_the_limit_holds_under_concurrent_requests(
     assert counts(admin_conn, user.id) == (2, 2)
 
 
+def test_create_generation_serialises_a_users_requests(
+    stack_state: StackState, user: User, admin_conn: psycopg.Connection
+) -> None:
+    """Two transactions race for the last slot: the second waits for the first (advisory
+    lock) and then sees its row, so it is refused instead of both getting in."""
+    dsn = f"host=127.0.0.1 port={stack_state.pg_port} user=supabase_admin dbname=postgres"
+    call = "select public.create_generation(%s, %s::jsonb, '{}'::jsonb, 1)"
+    args = (user.id, json.dumps({"prompt": "race"}))
+    outcome: dict[str, Any] = {}
+
+    def second() -> None:
+        with psycopg.connect(dsn) as conn:
+            try:
+                conn.execute(call, args)
+                conn.commit()
+                outcome["result"] = "created"
+            except psycopg.Error as exc:
+                outcome["result"] = exc.sqlstate
+
+    with psycopg.connect(dsn) as first:
+        first.execute(call, args)  # holds the user's lock until commit
+        racer = threading.Thread(target=second)
+        racer.start()
+        racer.join(1.0)
+        assert racer.is_alive(), "the second call did not wait for the first transaction"
+        first.commit()
+    racer.join(10)
+    assert outcome == {"result": "PT429"}
+    assert counts(admin_conn, user.id) == (1, 1)
+
+
 def test_users_cannot_call_the_rpc_directly(user: User) -> None:
     from postgrest.exceptions import APIError
 
@@ -394,217 +389,6 @@ def test_users_cannot_call_the_rpc_directly(user: User) -> None:
             "p_user_id": user.id, "p_generation": {"prompt": "p"}, "p_payload": {},
             "p_max_in_flight": 100,
         }).execute()
-
-
-# -- process-jobs ------------------------------------------------------------------------------
-def _generation(conn: psycopg.Connection, gid: str) -> dict[str, Any]:
-    return row(conn, "select * from public.image_generations where id = %s", gid)
-
-
-def test_process_jobs_runs_up_to_three_jobs_inline(
-    standalone: Functions, stack_state: StackState, user: User, other_user: User,
-    admin_conn: psycopg.Connection, fake: Fake, quiet_queue: None,
-) -> None:
-    gids = [
-        standalone.post("start-generation", u.token,
-                        json={"prompt": f"p{i}", "model_id": FLUX}).json()["generation_id"]
-        for u in (user, other_user) for i in range(2)
-    ]
-    anon = stack_state.keys.anon_key
-
-    def process(**kwargs: Any) -> dict[str, Any]:
-        response = standalone.post("process-jobs", anon, timeout=120, **kwargs)
-        assert response.status_code == 200, response.text
-        assert_cors(response)
-        return dict(response.json())
-
-    first = process(json={})  # the seed's pg_cron body
-    assert first == {"success": True, "processed": 3, "errors": 0,
-                     "message": "Processed 3 job(s) with 0 error(s)"}
-    states = sorted(_generation(admin_conn, g)["status"] for g in gids)
-    assert states == ["downloading", "downloading", "downloading", "queued"]
-    done = row(admin_conn, "select count(*) as n, min(result::text) as r from public.job_queue"
-               " where job_type = 'generate-image' and status = 'completed'"
-               " and payload ->> 'generation_id' = any(%s)", gids)
-    assert done["n"] == 3 and "prediction_id" in done["r"]
-
-    second = process()  # no body at all, like curl -X POST
-    assert (second["processed"], second["errors"]) == (3, 0)  # the downloads (priority 1)
-    totals = [process() for _ in range(3)]
-    assert [t["processed"] for t in totals] == [1, 1, 0]
-    assert totals[-1]["message"] == "Processed 0 job(s) with 0 error(s)"
-    for gid in gids:
-        gen = _generation(admin_conn, gid)
-        assert gen["status"] == "completed", gen
-        image = row(admin_conn, "select * from public.images where generation_id = %s", gid)
-        assert image["storage_path"] == f"{gen['user_id']}/{gid}.webp"
-        assert httpx.get(image["public_url"], timeout=10).content[:4] == b"RIFF"
-    assert fake.stats()  # the fake Replicate served them
-
-
-def test_process_jobs_counts_errors(
-    standalone: Functions, stack_state: StackState, user: User,
-    admin_conn: psycopg.Connection, fake: Fake, quiet_queue: None,
-) -> None:
-    gid = standalone.post("start-generation", user.token,
-                          json={"prompt": "[fail] a cat", "model_id": FLUX}).json()["generation_id"]
-    response = standalone.post("process-jobs", user.token, timeout=120)  # a user JWT is fine
-    assert response.json() == {"success": True, "processed": 1, "errors": 1,
-                               "message": "Processed 1 job(s) with 1 error(s)"}
-    gen = _generation(admin_conn, gid)
-    assert gen["status"] == "failed" and gen["error_message"]
-
-
-@pytest.mark.parametrize("token", ["", "garbage", "sb_secret_nope"])
-def test_process_jobs_requires_a_project_jwt(standalone: Functions, token: str) -> None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.post(standalone.url("process-jobs"), headers=headers, json={}, timeout=10)
-    assert_error(response, 401)
-
-
-# -- process-generation ----------------------------------------------------------------------
-def test_process_generation_runs_one_prediction(
-    standalone: Functions, stack_state: StackState, fake: Fake
-) -> None:
-    response = standalone.post(
-        "process-generation", stack_state.keys.service_role_key, timeout=120,
-        json={"prompt": "a red fox", "model_id": FLUX, "width": 1344, "height": 768},
-    )
-    assert response.status_code == 200, response.text
-    assert_cors(response)
-    data = response.json()
-    assert set(data) == {"success", "output_url", "format", "width", "height",
-                         "generation_time_seconds"}
-    assert data["success"] is True
-    assert data["format"] == "webp"
-    assert (data["width"], data["height"]) == (1820, 1024)  # 16:9, 1024 on the short side
-    assert data["output_url"].startswith(stack_state.replicate_url.removesuffix("/v1"))
-    assert isinstance(data["generation_time_seconds"], float)
-    assert httpx.get(data["output_url"], timeout=10).status_code == 200
-
-
-def test_process_generation_reports_failures(
-    standalone: Functions, stack_state: StackState, fake: Fake
-) -> None:
-    key = stack_state.keys.service_role_key
-    for body, message in (({"model_id": FLUX}, "prompt"),
-                          ({"prompt": "[fail] x", "model_id": FLUX}, "failed")):
-        response = standalone.post("process-generation", key, json=body, timeout=120)
-        assert response.status_code == 400, response.text
-        data = response.json()
-        assert data["success"] is False and message in data["error"].lower(), data
-        assert_cors(response)
-
-
-def test_process_generation_is_service_role_only(
-    standalone: Functions, stack_state: StackState, user: User
-) -> None:
-    for token in (stack_state.keys.anon_key, user.token, "sb_secret_guess"):
-        response = standalone.post("process-generation", token,
-                                   json={"prompt": "p", "model_id": FLUX})
-        assert response.status_code == 401
-        assert response.json()["success"] is False
-        assert_cors(response)
-
-
-# -- generate-image (legacy, synchronous) ------------------------------------------------------
-@pytest.fixture
-def queue_processor(
-    standalone: Functions, stack_state: StackState, quiet_queue: None
-) -> Iterator[None]:
-    """Someone must work the queue while generate-image waits: process-jobs, called in a loop
-    from a helper thread (what pg_cron did for the original, only faster)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                processed = standalone.post("process-jobs", stack_state.keys.anon_key,
-                                            timeout=120).json().get("processed", 0)
-            except httpx.HTTPError:
-                processed = 0
-            if not processed:
-                stop.wait(0.2)
-
-    thread = threading.Thread(target=loop, name="process-jobs-loop", daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(130)
-
-
-def test_generate_image_returns_the_url(
-    standalone: Functions, user: User, admin_conn: psycopg.Connection,
-    fake: Fake, queue_processor: None,
-) -> None:
-    response = standalone.post("generate-image", user.token, timeout=90,
-                               json={"prompt": "a lighthouse", "model_id": FLUX})
-    assert response.status_code == 200, response.text
-    assert_cors(response)
-    data = response.json()
-    assert set(data) == {"success", "url", "format", "generation_time"}
-    assert data["success"] is True and data["format"] == "webp"
-    assert isinstance(data["generation_time"], float) and data["generation_time"] > 0
-    assert httpx.get(data["url"], timeout=10).content[:4] == b"RIFF"
-    image = row(admin_conn, "select * from public.images where public_url = %s", data["url"])
-    assert str(image["user_id"]) == user.id
-
-
-def test_generate_image_with_a_client_created_row_returns_the_image(
-    standalone: Functions, user: User, other_user: User, admin_conn: psycopg.Connection,
-    fake: Fake, queue_processor: None,
-) -> None:
-    # The original API: the app inserts a pending row itself (RLS allows its own), then calls.
-    created = user.client.table("image_generations").insert(
-        {"user_id": user.id, "prompt": "draft", "status": "pending"}
-    ).execute().data[0]
-    gid = created["id"]
-    assert_error(standalone.post("generate-image", other_user.token, timeout=30,
-                                 json={"prompt": "p", "model_id": FLUX, "generation_id": gid}),
-                 400, "not found")
-
-    response = standalone.post("generate-image", user.token, timeout=90,
-                               json={"prompt": "a harbour", "model_id": FLUX,
-                                     "generation_id": gid, "width": 768, "height": 768})
-    assert response.status_code == 200, response.text
-    data = response.json()
-    assert set(data) == {"success", "image", "generation_time"}
-    image = data["image"]
-    assert image["generation_id"] == gid and image["user_id"] == user.id
-    # flux-schnell takes aspect ratios only: 1:1 is rendered 1024 x 1024.
-    assert (image["width"], image["height"], image["format"]) == (1024, 1024, "webp")
-    assert image["storage_path"] == f"{user.id}/{gid}.webp"
-    assert image["prompt"] == "a harbour"
-    gen = _generation(admin_conn, gid)
-    assert gen["status"] == "completed" and gen["job_id"] is not None
-    again = standalone.post("generate-image", user.token, timeout=30,
-                            json={"prompt": "p", "model_id": FLUX, "generation_id": gid})
-    assert_error(again, 400, "already completed")
-
-
-def test_generate_image_reports_a_failed_generation(
-    standalone: Functions, user: User, fake: Fake, queue_processor: None
-) -> None:
-    response = standalone.post("generate-image", user.token, timeout=90,
-                               json={"prompt": "[nsfw] a cat", "model_id": FLUX})
-    assert_error(response, 400, "nsfw")
-
-
-def test_generate_image_times_out_with_504(
-    stack_state: StackState, user: User, admin_conn: psycopg.Connection,
-    tmp_path: Any, quiet_queue: None,
-) -> None:
-    from tests.functions.conftest import serve_functions
-
-    with serve_functions(stack_state, tmp_path / "fn.log",
-                         FUNCTIONS_GENERATE_TIMEOUT="1") as short:
-        started = time.monotonic()
-        response = short.post("generate-image", user.token, timeout=30,
-                              json={"prompt": "p", "model_id": FLUX})
-        elapsed = time.monotonic() - started
-    body = assert_error(response, 504, "background")
-    assert 1.0 <= elapsed < 10
-    assert _generation(admin_conn, body["generation_id"])["status"] == "queued"
 
 
 def test_supabase_js_style_headers_are_accepted(
@@ -622,69 +406,3 @@ def test_supabase_js_style_headers_are_accepted(
         from tests.functions.conftest import cancel_in_flight
 
         cancel_in_flight(admin_conn, u.id)
-
-
-# -- configuration ---------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"SUPABASE_URL": None}, "SUPABASE_URL: required but not set"),
-        ({"SUPABASE_URL": "ftp://x"}, "SUPABASE_URL: must be an http(s) URL"),
-        ({"SUPABASE_SERVICE_ROLE_KEY": None}, "SUPABASE_SERVICE_ROLE_KEY: required but not set"),
-        ({"FUNCTIONS_MAX_IN_FLIGHT": "-1"}, "FUNCTIONS_MAX_IN_FLIGHT"),
-        ({"FUNCTIONS_MAX_PROMPT_CHARS": "many"}, "FUNCTIONS_MAX_PROMPT_CHARS"),
-        ({"FUNCTIONS_GENERATE_TIMEOUT": "0"}, "FUNCTIONS_GENERATE_TIMEOUT"),
-        ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
-        ({"REPLICATE_API_BASE_URL": "replicate"}, "REPLICATE_API_BASE_URL"),
-    ],
-)
-def test_bad_configuration_names_the_variable(
-    stack_state: StackState, change: dict[str, str | None], message: str
-) -> None:
-    from functions_compat.app import create_app
-    from worker.errors import ConfigError
-
-    env = {**stack_state.env(), **change}
-    with pytest.raises(ConfigError) as caught:
-        create_app({k: v for k, v in env.items() if v is not None})
-    assert message in caught.value.message
-    assert stack_state.keys.service_role_key not in caught.value.message
-
-
-def test_the_cli_refuses_to_start_with_a_bad_variable(stack_state: StackState) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.support import ROOT
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "FUNCTIONS_"))}
-    env.update({**stack_state.env(), "FUNCTIONS_MAX_IN_FLIGHT": "lots"})
-    done = subprocess.run(
-        [sys.executable, "-m", "worker", "functions", "--host", "127.0.0.1", "--port", "1"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert done.returncode == 2
-    assert "configuration error: FUNCTIONS_MAX_IN_FLIGHT" in done.stderr
-
-
-def test_without_replicate_only_the_worker_endpoints_are_unavailable(
-    stack_state: StackState, user: User
-) -> None:
-    import asyncio
-
-    from functions_compat.app import create_app
-
-    env = {k: v for k, v in stack_state.env().items() if not k.startswith("REPLICATE_")}
-    app = create_app(env)
-
-    async def call(name: str, token: str, body: dict[str, Any]) -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fn") as client:
-            return await client.post(f"/{name}", json=body,
-                                     headers={"Authorization": f"Bearer {token}"})
-
-    jobs = asyncio.run(call("process-jobs", stack_state.keys.anon_key, {}))
-    assert_error(jobs, 500, "process-jobs is not configured: REPLICATE_API_TOKEN")
-    started = asyncio.run(call("start-generation", user.token, {"prompt": "p", "model_id": FLUX}))
-    assert started.status_code == 200, started.text

@@ -46,7 +46,7 @@ def status_log(admin_conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
         create table if not exists public._test_status_log (
           seq bigserial primary key, generation_id uuid, status text, error_message text,
           at timestamptz default clock_timestamp());
-        create or replace function public._test_log_status() returns trigger language plpgsql as $$
+        create or replace function public._test_log_status() returns trigger language plpgsql security definer as $$
         begin
           if tg_op = 'INSERT' or new.status is distinct from old.status then
             insert into public._test_status_log (generation_id, status, error_message)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg import sql
+from supabase import create_client
 
 from devstack.keys import StackKeys
 from devstack.stack import StackState
@@ -207,6 +208,12 @@ def rest_objects(state: StackState) -> Iterator[RestObjects]:
             drop_objects(conn, objs)
 
 
+def fetch_value(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(query.encode(), params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def create_user(conn: psycopg.Connection[Any]) -> str:
     uid = str(uuid.uuid4())
     conn.execute(
@@ -215,6 +222,14 @@ def create_user(conn: psycopg.Connection[Any]) -> str:
         (uid, f"rest-{uid[:8]}@example.test"),
     )
     return uid
+
+
+def client(state: StackState, key: str, token: str | None = None) -> Any:
+    """A supabase-py sync client (typed Any: the tests index the JSON rows freely)."""
+    created = create_client(state.url, key)
+    if token is not None:
+        created.postgrest.auth(token)
+    return created
 
 
 def user_token(

@@ -165,3 +165,58 @@ async def _scenario(stack: Stack, st: StackState, js: JsClient, gen: str,
     finally:
         await sb.realtime.close()
     return report
+
+
+def test_events_resume_after_postgres_restarts(restart_stack: tuple[Stack, StackState]) -> None:
+    """Postgres restarts under a running server: the websocket stays up, the WAL poller
+    reconnects with a new temporary slot and the pools replace their broken connections."""
+    stack, st = restart_stack
+    dsn = f"host=127.0.0.1 port={st.pg_port} user=supabase_admin dbname=postgres"
+
+    def insert_job(priority: int) -> str:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("insert into public.job_queue (job_type, priority) values "
+                               "('cleanup-storage', %s) returning id::text", [priority]
+                               ).fetchone()
+            assert row is not None
+            return str(row[0])
+
+    def our_slot() -> list[str]:
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("select slot_name from pg_replication_slots where temporary "
+                                "and active and slot_name like 'devstack_realtime_%'"
+                                ).fetchall()
+            return [r[0] for r in rows]
+
+    async def main() -> None:
+        rec = Recorder()
+        sb = await acreate_client(st.url, st.keys.service_role_key)
+        try:
+            channel = sb.channel("jobs")
+            channel.on_postgres_changes("INSERT", rec.on_change, table="job_queue")  # type: ignore[arg-type]
+            await channel.subscribe(rec.on_state)
+            first = await asyncio.to_thread(insert_job, 1)
+            await rec.wait_for(lambda e: e["record"]["id"] == first)
+            slot_before = await asyncio.to_thread(our_slot)
+            assert len(slot_before) == 1
+
+            await asyncio.to_thread(stack.cluster.restart)
+            deadline = time.monotonic() + 30
+            slot_after: list[str] = []
+            while time.monotonic() < deadline:
+                slot_after = await asyncio.to_thread(our_slot)
+                if slot_after:
+                    break
+                await asyncio.sleep(0.2)
+            assert len(slot_after) == 1 and slot_after != slot_before
+
+            second = await asyncio.to_thread(insert_job, 7)
+            event = await rec.wait_for(lambda e: e["record"]["id"] == second, timeout=15)
+            # Typed by Postgres again (the pools recovered): to_jsonb's timestamp format,
+            # not wal2json's "2024-01-01 00:00:00+00".
+            assert event["record"]["priority"] == 7 and event["record"]["created_at"][10] == "T"
+            assert [s for _, s, _ in rec.states] == ["SUBSCRIBED"]  # the socket never dropped
+        finally:
+            await sb.remove_all_channels()
+
+    asyncio.run(main())

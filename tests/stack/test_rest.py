@@ -9,10 +9,17 @@ from typing import Any
 import pytest
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
-from supabase import Client, create_client
 
 from devstack.stack import StackState
-from tests.stack.rest_support import RestObjects, admin_connect, create_user, rest, rest_objects
+from tests.stack.rest_support import (
+    RestObjects,
+    admin_connect,
+    client,
+    create_user,
+    fetch_value,
+    rest,
+    rest_objects,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +29,8 @@ def objs(stack_state: StackState) -> Iterator[RestObjects]:
 
 
 @pytest.fixture(scope="module")
-def svc(stack_state: StackState) -> Client:
-    return create_client(stack_state.url, stack_state.keys.service_role_key)
+def svc(stack_state: StackState) -> Any:
+    return client(stack_state, stack_state.keys.service_role_key)
 
 
 @pytest.fixture
@@ -47,13 +54,13 @@ def api_error(fn: Any) -> APIError:
 
 
 # -- RPC -----------------------------------------------------------------------------------------
-def test_rpc_scalar_defaults_and_get(svc: Client, objs: RestObjects) -> None:
+def test_rpc_scalar_defaults_and_get(svc: Any, objs: RestObjects) -> None:
     assert svc.rpc(objs.fn("add"), {"a": 40}).execute().data == 42
     assert svc.rpc(objs.fn("add"), {"a": 1, "b": 1}).execute().data == 2
     assert svc.rpc(objs.fn("add"), {"a": 3, "b": 4}, get=True).execute().data == 7
 
 
-def test_rpc_arguments_are_typed_by_declaration(svc: Client, objs: RestObjects) -> None:
+def test_rpc_arguments_are_typed_by_declaration(svc: Any, objs: RestObjects) -> None:
     args = {
         "j": {"deep": [1, {"x": None}]},
         "arr": [3, 1, 2],
@@ -76,7 +83,7 @@ def test_rpc_arguments_are_typed_by_declaration(svc: Client, objs: RestObjects) 
     assert got["arr"] == [3, 1, 2] and got["j"] == {"deep": [1, {"x": None}]} and got["t"] == "x"
 
 
-def test_rpc_void_is_204(svc: Client, objs: RestObjects, stack_state: StackState) -> None:
+def test_rpc_void_is_204(svc: Any, objs: RestObjects, stack_state: StackState) -> None:
     assert svc.rpc(objs.fn("touch"), {"v": "touched"}).execute().data == []
     key = stack_state.keys.service_role_key
     r = rest(stack_state, "POST", f"/rpc/{objs.fn('touch')}", key=key, json={"v": "again"})
@@ -86,7 +93,7 @@ def test_rpc_void_is_204(svc: Client, objs: RestObjects, stack_state: StackState
     svc.table(objs.items).update({"note": None}).eq("id", 1).execute()
 
 
-def test_rpc_setof_with_filters_order_limit_count(svc: Client, objs: RestObjects) -> None:
+def test_rpc_setof_with_filters_order_limit_count(svc: Any, objs: RestObjects) -> None:
     rows = svc.rpc(objs.fn("upto"), {"n": 5}).execute().data
     assert ids(rows) == [1, 2, 3, 4, 5] and rows[0]["tags"] == ["a", "b"]
     res = (
@@ -101,7 +108,7 @@ def test_rpc_setof_with_filters_order_limit_count(svc: Client, objs: RestObjects
     assert res.count == 4
 
 
-def test_rpc_table_composite_and_scalar_sets(svc: Client, objs: RestObjects) -> None:
+def test_rpc_table_composite_and_scalar_sets(svc: Any, objs: RestObjects) -> None:
     assert svc.rpc(objs.fn("squares"), {"n": 3}).execute().data == [
         {"k": 1, "sq": 1},
         {"k": 2, "sq": 4},
@@ -112,7 +119,7 @@ def test_rpc_table_composite_and_scalar_sets(svc: Client, objs: RestObjects) -> 
     assert svc.rpc(objs.fn("series"), {"n": 3}).execute().data == [1, 2, 3]
 
 
-def test_rpc_single_and_overloads(svc: Client, objs: RestObjects) -> None:
+def test_rpc_single_and_overloads(svc: Any, objs: RestObjects) -> None:
     assert svc.rpc(objs.fn("upto"), {"n": 1}).single().execute().data["id"] == 1
     err = api_error(lambda: svc.rpc(objs.fn("upto"), {"n": 2}).single().execute())
     assert (err.code, err.details) == ("PGRST116", "The result contains 2 rows")
@@ -120,7 +127,7 @@ def test_rpc_single_and_overloads(svc: Client, objs: RestObjects) -> None:
     assert svc.rpc(objs.fn("over"), {"b": "x"}).execute().data == "text:x"
 
 
-def test_rpc_not_found(svc: Client, objs: RestObjects) -> None:
+def test_rpc_not_found(svc: Any, objs: RestObjects) -> None:
     err = api_error(lambda: svc.rpc(objs.fn("add"), {"x": 1, "a": 1}).execute())
     assert err.code == "PGRST202"
     assert (
@@ -132,7 +139,7 @@ def test_rpc_not_found(svc: Client, objs: RestObjects) -> None:
         "single unnamed json/jsonb parameter, but no matches were found in the schema cache."
     )
     err = api_error(lambda: svc.rpc(objs.fn("addd"), {}).execute())
-    assert err.message.endswith("addd without parameters in the schema cache")
+    assert str(err.message).endswith("addd without parameters in the schema cache")
     assert err.hint == f"Perhaps you meant to call the function public.{objs.fn('add')}"
 
 
@@ -172,7 +179,7 @@ def test_rpc_get_runs_read_only(stack_state: StackState, objs: RestObjects) -> N
     assert r.status_code == 200 and r.json() is None
 
 
-def test_project_queue_rpcs(svc: Client, stack_state: StackState) -> None:
+def test_project_queue_rpcs(svc: Any, stack_state: StackState) -> None:
     job_type = "cleanup-storage"
     payload = {"generation_id": str(uuid.uuid4()), "n": 1}
     job_id = svc.rpc("enqueue_job", {"p_job_type": job_type, "p_payload": payload}).execute().data
@@ -192,7 +199,7 @@ def test_project_queue_rpcs(svc: Client, stack_state: StackState) -> None:
             "complete_job", {"p_job_id": job_id, "p_worker_id": "someone-else"}
         ).execute()
     )
-    assert err.code == "PW001" and "lease lost" in err.message and err.hint
+    assert err.code == "PW001" and "lease lost" in str(err.message) and err.hint
     done = (
         svc.rpc(
             "complete_job", {"p_job_id": job_id, "p_result": {"ok": True}, "p_worker_id": "w-rest"}
@@ -207,7 +214,7 @@ def test_project_queue_rpcs(svc: Client, stack_state: StackState) -> None:
 
 
 # -- reads ------------------------------------------------------------------------------
-def test_select_columns_aliases_casts_json_paths(svc: Client, objs: RestObjects) -> None:
+def test_select_columns_aliases_casts_json_paths(svc: Any, objs: RestObjects) -> None:
     row = (
         svc.table(objs.items)
         .select(
@@ -234,7 +241,7 @@ def test_select_columns_aliases_casts_json_paths(svc: Client, objs: RestObjects)
     assert full["ref"] == "00000000-0000-0000-0000-000000000001" and full["qty"] == 7
 
 
-def test_embedding(svc: Client, objs: RestObjects) -> None:
+def test_embedding(svc: Any, objs: RestObjects) -> None:
     rows = (
         svc.table(objs.items)
         .select(f"id, kids:{objs.children}(label), {objs.profiles}(bio)")
@@ -277,14 +284,15 @@ def test_embedding(svc: Client, objs: RestObjects) -> None:
     assert len(limited[0][objs.children]) == 1
 
 
-def test_embedding_generations_and_images(svc: Client, stack_state: StackState) -> None:
+def test_embedding_generations_and_images(svc: Any, stack_state: StackState) -> None:
     with admin_connect(stack_state) as conn:
         uid = create_user(conn)
-        gen = conn.execute(
+        gen = fetch_value(
+            conn,
             "insert into public.image_generations (user_id, prompt, status) "
             "values (%s, 'a cat', 'completed') returning id::text",
             (uid,),
-        ).fetchone()[0]
+        )
         conn.execute(
             "insert into public.images (generation_id, user_id, public_url, width) "
             "values (%s, %s, 'http://img/1.webp', 512)",
@@ -340,12 +348,12 @@ FILTERS = [
 
 
 @pytest.mark.parametrize(("apply", "expected"), FILTERS, ids=[str(i) for i in range(len(FILTERS))])
-def test_filters(svc: Client, objs: RestObjects, apply: Any, expected: list[int]) -> None:
+def test_filters(svc: Any, objs: RestObjects, apply: Any, expected: list[int]) -> None:
     query = svc.table(objs.items).select("id").lt("id", 100)
     assert ids(apply(query).order("id").execute().data) == expected
 
 
-def test_order_limit_offset(svc: Client, objs: RestObjects) -> None:
+def test_order_limit_offset(svc: Any, objs: RestObjects) -> None:
     base = svc.table(objs.items).select("id").lt("id", 100)
     ordered = base.order("flag", desc=True, nullsfirst=True).order("id").execute().data
     assert ids(ordered) == [3, 1, 4, 2, 5]
@@ -355,9 +363,7 @@ def test_order_limit_offset(svc: Client, objs: RestObjects) -> None:
     assert ids(q.order("id").limit(10).range(3, 4).execute().data) == [4, 5]  # last limit wins
 
 
-def test_count_content_range_and_head(
-    svc: Client, objs: RestObjects, stack_state: StackState
-) -> None:
+def test_count_content_range_and_head(svc: Any, objs: RestObjects, stack_state: StackState) -> None:
     res = (
         svc.table(objs.items)
         .select("id", count="exact")
@@ -385,7 +391,7 @@ def test_count_content_range_and_head(
     assert r.status_code == 416 and r.json()["code"] == "PGRST103"
 
 
-def test_single_and_maybe_single(svc: Client, objs: RestObjects) -> None:
+def test_single_and_maybe_single(svc: Any, objs: RestObjects) -> None:
     assert svc.table(objs.items).select("name").eq("id", 2).single().execute().data == {
         "name": "beta"
     }
@@ -421,7 +427,7 @@ def test_query_string_is_form_urlencoded(stack_state: StackState, objs: RestObje
 
 # -- writes -------------------------------------------------------------------------------------
 @pytest.mark.usefixtures("cleanup")
-def test_insert_single_minimal_and_bulk(svc: Client, objs: RestObjects) -> None:
+def test_insert_single_minimal_and_bulk(svc: Any, objs: RestObjects) -> None:
     row = (
         svc.table(objs.items)
         .insert(
@@ -470,7 +476,7 @@ def test_insert_single_minimal_and_bulk(svc: Client, objs: RestObjects) -> None:
 
 
 @pytest.mark.usefixtures("cleanup")
-def test_upsert(svc: Client, objs: RestObjects) -> None:
+def test_upsert(svc: Any, objs: RestObjects) -> None:
     table = svc.table(objs.items)
     table.insert({"id": 110, "name": "orig", "code": "u1"}).execute()
     merged = table.upsert({"id": 110, "name": "merged"}).execute().data
@@ -485,7 +491,7 @@ def test_upsert(svc: Client, objs: RestObjects) -> None:
 
 
 @pytest.mark.usefixtures("cleanup")
-def test_update_and_delete(svc: Client, objs: RestObjects, stack_state: StackState) -> None:
+def test_update_and_delete(svc: Any, objs: RestObjects, stack_state: StackState) -> None:
     table = svc.table(objs.items)
     table.insert(
         [{"id": 120, "name": "u"}, {"id": 121, "name": "u"}, {"id": 122, "name": "v"}]
@@ -546,7 +552,7 @@ def test_headers_only_and_single_write_rollback(stack_state: StackState, objs: R
 
 # -- errors ---------------------------------------------------------------------------------------
 @pytest.mark.usefixtures("cleanup")
-def test_constraint_errors(svc: Client, objs: RestObjects) -> None:
+def test_constraint_errors(svc: Any, objs: RestObjects) -> None:
     err = api_error(lambda: svc.table(objs.items).insert({"id": 1, "name": "dup"}).execute())
     assert (err.code, err.details) == ("23505", "Key (id)=(1) already exists.")
     err = api_error(
@@ -587,7 +593,7 @@ def test_request_errors(
 
 
 def test_payload_profile_and_method_errors(
-    svc: Client, objs: RestObjects, stack_state: StackState
+    svc: Any, objs: RestObjects, stack_state: StackState
 ) -> None:
     err = api_error(lambda: svc.table(objs.items).insert({"id": 150, "nope": 1}).execute())
     assert (err.code, err.message) == (
@@ -614,7 +620,7 @@ def test_payload_profile_and_method_errors(
     assert r.status_code == 401 and r.json()["message"] == "No API key found in request"
 
 
-def test_schema_changes_are_seen(svc: Client, objs: RestObjects, stack_state: StackState) -> None:
+def test_schema_changes_are_seen(svc: Any, objs: RestObjects, stack_state: StackState) -> None:
     assert svc.table(objs.items).select("id").eq("id", 1).execute().data == [{"id": 1}]
     late = f"{objs.prefix}_late"
     with admin_connect(stack_state) as conn:
@@ -635,3 +641,15 @@ def test_schema_changes_are_seen(svc: Client, objs: RestObjects, stack_state: St
             conn.execute("set role postgres")
             conn.execute(f'drop table public."{late}"')
             conn.execute(f'alter table public."{objs.items}" drop column extra')
+
+
+def test_views_stripped_nulls_and_root(
+    svc: Any, objs: RestObjects, stack_state: StackState
+) -> None:
+    summary = svc.table("queue_summary").select("pending, processing").execute().data
+    assert len(summary) == 1 and isinstance(summary[0]["pending"], int)
+    stripped = svc.table(objs.items).select("id, note, flag").eq("id", 1).strip_nulls().execute()
+    assert stripped.data == [{"id": 1, "flag": True}]
+    r = rest(stack_state, "GET", "/", key=stack_state.keys.service_role_key)
+    assert r.status_code == 200 and f"/{objs.items}" in r.json()["paths"]
+    assert f"/rpc/{objs.fn('add')}" in r.json()["paths"]

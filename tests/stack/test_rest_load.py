@@ -6,16 +6,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from postgrest.exceptions import APIError
-from supabase import Client, create_client
 
 from devstack.stack import StackState
 from tests.stack.rest_support import (
     RestObjects,
     admin_connect,
     authenticator_activity,
+    client,
     rest_objects,
 )
 
@@ -32,7 +33,7 @@ def objs(stack_state: StackState) -> Iterator[RestObjects]:
         yield created
 
 
-def _one_round(client: Client, objs: RestObjects, worker: int, n: int, ops: Counter[str]) -> None:
+def _one_round(client: Any, objs: RestObjects, worker: int, n: int, ops: Counter[str]) -> None:
     assert client.rpc(objs.fn("add"), {"a": n, "b": worker}).execute().data == n + worker
     ops["rpc"] += 1
     rows = client.rpc(objs.fn("upto"), {"n": 3}).select("id").order("id").execute().data
@@ -65,7 +66,7 @@ def test_concurrent_clients(stack_state: StackState, objs: RestObjects) -> None:
     start = threading.Barrier(CLIENTS)
 
     def worker(index: int) -> None:
-        client = create_client(stack_state.url, stack_state.keys.service_role_key)
+        sb = client(stack_state, stack_state.keys.service_role_key)
         ops: Counter[str] = Counter()
         start.wait()
         deadline = time.monotonic() + DURATION
@@ -73,7 +74,7 @@ def test_concurrent_clients(stack_state: StackState, objs: RestObjects) -> None:
         while time.monotonic() < deadline:
             n += 1
             try:
-                _one_round(client, objs, index, n, ops)
+                _one_round(sb, objs, index, n, ops)
             except Exception as exc:  # collected and asserted below
                 with lock:
                     errors.append(f"client {index} round {n}: {type(exc).__name__}: {exc}")

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 from postgrest.exceptions import APIError
-from supabase import Client, create_client
 
 from devstack.stack import StackState
 from tests.stack.rest_support import (
@@ -19,6 +18,7 @@ from tests.stack.rest_support import (
     RestObjects,
     admin_connect,
     authenticator_activity,
+    client,
     create_user,
     rest,
     rest_objects,
@@ -66,10 +66,8 @@ def objs(stack_state: StackState) -> Iterator[RestObjects]:
         yield created
 
 
-def user_client(state: StackState, token: str) -> Client:
-    client = create_client(state.url, state.keys.anon_key)
-    client.postgrest.auth(token)
-    return client
+def user_client(state: StackState, token: str) -> Any:
+    return client(state, state.keys.anon_key, token)
 
 
 def api_error(fn: Any) -> APIError:
@@ -94,7 +92,7 @@ def test_users_see_only_their_rows(stack_state: StackState, tenants: tuple[Tenan
 
 
 def test_anon_reads_models_but_not_generations(stack_state: StackState) -> None:
-    anon = create_client(stack_state.url, stack_state.keys.anon_key)
+    anon = client(stack_state, stack_state.keys.anon_key)
     models = anon.table("models").select("replicate_id").execute().data
     assert {"replicate_id": "black-forest-labs/flux-schnell"} in models
     err = api_error(lambda: anon.table("image_generations").select("*").execute())
@@ -140,7 +138,7 @@ def test_user_writes_follow_policies(
             client.table("image_generations").insert({"user_id": b.uid, "prompt": "x"}).execute()
         )
     )
-    assert err.code == "42501" and "row-level security" in err.message
+    assert err.code == "42501" and "row-level security" in str(err.message)
     err = api_error(
         lambda: (
             client.table("image_generations")
@@ -228,9 +226,8 @@ def test_invalid_and_expired_tokens(stack_state: StackState) -> None:
     no_role = keys.sign({"sub": "x", "exp": now + 60})
     r = rest(stack_state, "GET", "/image_generations", key=keys.anon_key, bearer=no_role)
     assert r.status_code == 401 and r.json()["code"] == "42501"  # no role claim: anon
-    client = create_client(stack_state.url, keys.anon_key)
-    client.postgrest.auth(expired)
-    err = api_error(lambda: client.table("models").select("*").execute())
+    sb = client(stack_state, keys.anon_key, expired)
+    err = api_error(lambda: sb.table("models").select("*").execute())
     assert (err.code, err.message) == ("PGRST303", "JWT expired")
 
 
@@ -254,7 +251,7 @@ def _quoted(name: str) -> str:
 
 
 def test_hostile_column_names(stack_state: StackState, objs: RestObjects) -> None:
-    svc = create_client(stack_state.url, stack_state.keys.service_role_key)
+    svc = client(stack_state, stack_state.keys.service_role_key)
     key = stack_state.keys.service_role_key
     names = _hostile_names(objs)
     row = {"id": 1, **{name: f"v-{i}" for i, name in enumerate(names)}}
@@ -312,7 +309,7 @@ def test_hostile_select_is_rejected(
 
 
 def test_hostile_values_round_trip(stack_state: StackState, objs: RestObjects) -> None:
-    svc = create_client(stack_state.url, stack_state.keys.service_role_key)
+    svc = client(stack_state, stack_state.keys.service_role_key)
     column = "sp ace"
     for i, template in enumerate(HOSTILE_VALUES, start=10):
         value = template.format(victim=objs.victim)
