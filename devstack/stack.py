@@ -59,6 +59,9 @@ class StackState:
             "DATABASE_URL": self.database_url,
             "REPLICATE_API_BASE_URL": self.replicate_url,
             "REPLICATE_API_TOKEN": "r8_local_fake_token",
+            # The fake Replicate serves outputs over http on loopback; production allows
+            # only https on replicate.delivery. This is the explicit development escape hatch.
+            "WORKER_DEV_HTTP_HOSTS": f"127.0.0.1:{self.replicate_port},127.0.0.1:{self.api_port}",
         }
 
     def to_json(self) -> str:

@@ -30,8 +30,12 @@ from devstack.stack import StackState
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -43,7 +47,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
 
 
 def worker_env(state: StackState, **overrides: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "SUPABASE_", "REPLICATE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WORKER_", "SUPABASE_", "REPLICATE_"))
+    }
     env.update(state.env())
     env.update(
         {
@@ -61,7 +69,9 @@ def worker_env(state: StackState, **overrides: Any) -> dict[str, str]:
 
 
 class WorkerProcess:
-    def __init__(self, state: StackState, log_dir: Path, *, args: tuple[str, ...] = (), **env: Any) -> None:
+    def __init__(
+        self, state: StackState, log_dir: Path, *, args: tuple[str, ...] = (), **env: Any
+    ) -> None:
         self.env = worker_env(state, **env)
         self.worker_id = self.env.setdefault("WORKER_ID", f"test-{uuid.uuid4().hex[:8]}")
         self.log_path = log_dir / f"{self.worker_id}.log"
@@ -73,7 +83,10 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "run", *self.args],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         return self
 
@@ -81,15 +94,20 @@ class WorkerProcess:
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+                raise AssertionError(
+                    f"worker exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}"
+                )
             return any(e.get("action") == "worker.started" for e in self.events())
 
         wait_until(ready, timeout, message="worker start")
         return self
 
     def wait_subscribed(self, timeout: float = 20.0) -> WorkerProcess:
-        wait_until(lambda: any(e.get("action") == "realtime.subscribed" for e in self.events()),
-                   timeout, message="realtime subscription")
+        wait_until(
+            lambda: any(e.get("action") == "realtime.subscribed" for e in self.events()),
+            timeout,
+            message="realtime subscription",
+        )
         return self
 
     def log_text(self) -> str:
@@ -149,8 +167,11 @@ def running_worker(state: StackState, log_dir: Path, **env: Any) -> Iterator[Wor
 
 
 def service_client(state: StackState) -> Client:
-    return create_client(state.url, state.keys.service_role_key,
-                         ClientOptions(auto_refresh_token=False, persist_session=False))
+    return create_client(
+        state.url,
+        state.keys.service_role_key,
+        ClientOptions(auto_refresh_token=False, persist_session=False),
+    )
 
 
 class Picture:
@@ -162,49 +183,115 @@ class Picture:
 
     def create_user(self) -> str:
         email = f"u-{uuid.uuid4().hex[:12]}@example.test"
-        res = self.db.auth.admin.create_user({"email": email, "password": "correct-horse-42", "email_confirm": True})
+        res = self.db.auth.admin.create_user(
+            {"email": email, "password": "correct-horse-42", "email_confirm": True}
+        )
         return str(res.user.id)
 
-    def submit(self, user_id: str, prompt: str = "a lighthouse at dawn",
-               model_id: str = "black-forest-labs/flux-schnell", *, max_attempts: int = 3,
-               **extra: Any) -> tuple[str, str]:
+    def submit(
+        self,
+        user_id: str,
+        prompt: str = "a lighthouse at dawn",
+        model_id: str = "black-forest-labs/flux-schnell",
+        *,
+        max_attempts: int = 3,
+        **extra: Any,
+    ) -> tuple[str, str]:
         """A generation row + its generate-image job, as start-generation creates them."""
-        model = self.db.table("models").select("*").eq("replicate_id", model_id).limit(1).execute().data
+        model = (
+            self.db.table("models").select("*").eq("replicate_id", model_id).limit(1).execute().data
+        )
         row = model[0] if model else {}
         width = extra.pop("width", row.get("default_width") or 1024)
         height = extra.pop("height", row.get("default_height") or 1024)
-        gen = self.db.table("image_generations").insert({
-            "user_id": user_id, "prompt": prompt, "model": row.get("name") or model_id.split("/")[-1],
-            "width": width, "height": height, "status": "pending",
-        }).execute().data[0]
+        gen = (
+            self.db.table("image_generations")
+            .insert(
+                {
+                    "user_id": user_id,
+                    "prompt": prompt,
+                    "model": row.get("name") or model_id.split("/")[-1],
+                    "width": width,
+                    "height": height,
+                    "status": "pending",
+                }
+            )
+            .execute()
+            .data[0]
+        )
         payload = {
-            "generation_id": gen["id"], "user_id": user_id, "prompt": prompt,
-            "negative_prompt": extra.pop("negative_prompt", None), "model_id": model_id,
-            "model_version": extra.pop("model_version", row.get("version")), "width": width,
-            "height": height, "num_inference_steps": extra.pop("num_inference_steps", row.get("default_steps")),
+            "generation_id": gen["id"],
+            "user_id": user_id,
+            "prompt": prompt,
+            "negative_prompt": extra.pop("negative_prompt", None),
+            "model_id": model_id,
+            "model_version": extra.pop("model_version", row.get("version")),
+            "width": width,
+            "height": height,
+            "num_inference_steps": extra.pop("num_inference_steps", row.get("default_steps")),
             "guidance_scale": extra.pop("guidance_scale", row.get("default_guidance_scale")),
-            "seed": extra.pop("seed", None), "source_image_url": extra.pop("source_image_url", None),
-            "strength": extra.pop("strength", None), **extra,
+            "seed": extra.pop("seed", None),
+            "source_image_url": extra.pop("source_image_url", None),
+            "strength": extra.pop("strength", None),
+            **extra,
         }
-        job_id = self.db.rpc("enqueue_job", {"p_job_type": "generate-image", "p_payload": payload,
-                                             "p_max_attempts": max_attempts}).execute().data
-        self.db.table("image_generations").update({"status": "queued", "job_id": job_id}).eq("id", gen["id"]).execute()
+        job_id = (
+            self.db.rpc(
+                "enqueue_job",
+                {
+                    "p_job_type": "generate-image",
+                    "p_payload": payload,
+                    "p_max_attempts": max_attempts,
+                },
+            )
+            .execute()
+            .data
+        )
+        self.db.table("image_generations").update({"status": "queued", "job_id": job_id}).eq(
+            "id", gen["id"]
+        ).execute()
         return str(gen["id"]), str(job_id)
 
     def generation(self, gid: str) -> dict[str, Any]:
-        return dict(self.db.table("image_generations").select("*, images(*)").eq("id", gid).single().execute().data)
+        return dict(
+            self.db.table("image_generations")
+            .select("*, images(*)")
+            .eq("id", gid)
+            .single()
+            .execute()
+            .data
+        )
 
     def jobs_for(self, gid: str) -> list[dict[str, Any]]:
-        data = self.db.table("job_queue").select("*").eq("payload->>generation_id", gid).order("created_at").execute().data
+        data = (
+            self.db.table("job_queue")
+            .select("*")
+            .eq("payload->>generation_id", gid)
+            .order("created_at")
+            .execute()
+            .data
+        )
         return [dict(r) for r in data]
 
-    def wait_status(self, gid: str, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
-                    timeout: float = 60.0) -> dict[str, Any]:
-        return dict(wait_until(lambda: (g := self.generation(gid))["status"] in statuses and g,
-                               timeout, interval=0.1, message=f"generation {gid} in {statuses}"))
+    def wait_status(
+        self,
+        gid: str,
+        statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        return dict(
+            wait_until(
+                lambda: (g := self.generation(gid))["status"] in statuses and g,
+                timeout,
+                interval=0.1,
+                message=f"generation {gid} in {statuses}",
+            )
+        )
 
     def object_bytes(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.state.url}/storage/v1/object/public/generated-images/{path}", timeout=10)
+        return httpx.get(
+            f"{self.state.url}/storage/v1/object/public/generated-images/{path}", timeout=10
+        )
 
 
 class Fake:

@@ -26,7 +26,7 @@ from devstack.realtime_server.rows import Identity, RowOracle, TableMissing
 
 log = logging.getLogger("devstack.realtime")
 
-START_TIMEOUT = 15.0  # how long start() waits for the replication slot
+START_TIMEOUT = 10.0  # how long start() waits for the replication slot
 STOP_TIMEOUT = 3.0
 MAX_PAUSE = 600.0
 
@@ -58,10 +58,10 @@ class RealtimeHub:
         for conn in connections:
             conn.abort()
         if connections:
-            await asyncio.wait(
-                [asyncio.create_task(c.finished.wait()) for c in connections],
-                timeout=STOP_TIMEOUT,
-            )
+            waiters = [asyncio.create_task(c.finished.wait()) for c in connections]
+            _, pending = await asyncio.wait(waiters, timeout=STOP_TIMEOUT)
+            for waiter in pending:
+                waiter.cancel()
         if self._poll_task is not None:
             self._poll_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

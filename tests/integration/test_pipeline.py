@@ -20,19 +20,33 @@ pytestmark = pytest.mark.usefixtures("quiet_queue")
 
 def _created(fake: Fake) -> int:
     stats = fake.stats()
-    return int(stats.get("predictions_created_total", sum(stats.get("predictions_created", {}).values())))
+    return int(
+        stats.get("predictions_created_total", sum(stats.get("predictions_created", {}).values()))
+    )
 
 
 def test_generation_goes_through_every_status_and_stores_one_image(
-    stack_state: StackState, picture: Picture, fake: Fake, status_log: psycopg.Connection, log_dir: Path
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    status_log: psycopg.Connection,
+    log_dir: Path,
 ) -> None:
     fake.configure(latency_seconds=0.6)
     user = picture.create_user()
     with running_worker(stack_state, log_dir) as worker:
-        gid, job_id = picture.submit(user, "a red fox in the snow", "black-forest-labs/flux-schnell")
+        gid, job_id = picture.submit(
+            user, "a red fox in the snow", "black-forest-labs/flux-schnell"
+        )
         gen = picture.wait_status(gid, timeout=30)
     assert gen["status"] == "completed", gen
-    assert statuses(status_log, gid) == ["pending", "queued", "processing", "downloading", "completed"]
+    assert statuses(status_log, gid) == [
+        "pending",
+        "queued",
+        "processing",
+        "downloading",
+        "completed",
+    ]
     assert gen["replicate_prediction_id"]
     assert gen["generation_time_seconds"] is not None and float(gen["generation_time_seconds"]) > 0
     assert len(gen["images"]) == 1
@@ -71,7 +85,7 @@ def test_realtime_pickup_is_fast_with_a_slow_poll(
         time.sleep(1.0)  # past the initial poll after subscribing
         latencies = []
         for i in range(3):
-            gid, job_id = picture.submit(user, f"realtime pickup {i}")
+            gid, _ = picture.submit(user, f"realtime pickup {i}")
             picture.wait_status(gid, timeout=20)
             job = picture.jobs_for(gid)[0]
             started = job["started_at"]
@@ -86,7 +100,9 @@ def test_polling_alone_completes_the_pipeline(
     stack_state: StackState, picture: Picture, fake: Fake, log_dir: Path
 ) -> None:
     user = picture.create_user()
-    with running_worker(stack_state, log_dir, WORKER_REALTIME="false", WORKER_POLL_INTERVAL=0.5) as worker:
+    with running_worker(
+        stack_state, log_dir, WORKER_REALTIME="false", WORKER_POLL_INTERVAL=0.5
+    ) as worker:
         gid, _ = picture.submit(user, "polling only")
         gen = picture.wait_status(gid, timeout=30)
     assert gen["status"] == "completed"
@@ -94,7 +110,11 @@ def test_polling_alone_completes_the_pipeline(
 
 
 def test_transient_failure_never_shows_failed(
-    stack_state: StackState, picture: Picture, fake: Fake, status_log: psycopg.Connection, log_dir: Path
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    status_log: psycopg.Connection,
+    log_dir: Path,
 ) -> None:
     fake.configure(http_5xx_next=1)  # the first create answers 500
     user = picture.create_user()
@@ -107,7 +127,8 @@ def test_transient_failure_never_shows_failed(
     assert seen.count("queued") >= 2, seen  # went back to queued for the retry
     retried = status_log.execute(
         "select error_message from public._test_status_log where generation_id = %s and status = 'queued' "
-        "and error_message is not null", (gid,)
+        "and error_message is not null",
+        (gid,),
     ).fetchall()
     assert retried, "the error is kept on the generation while the retry waits"
     job = picture.jobs_for(gid)[0]
@@ -115,7 +136,11 @@ def test_transient_failure_never_shows_failed(
 
 
 def test_permanent_failure_fails_at_once(
-    stack_state: StackState, picture: Picture, fake: Fake, status_log: psycopg.Connection, log_dir: Path
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    status_log: psycopg.Connection,
+    log_dir: Path,
 ) -> None:
     user = picture.create_user()
     with running_worker(stack_state, log_dir):
@@ -133,18 +158,29 @@ def test_cancelling_a_running_generation_cancels_the_prediction(
     stack_state: StackState, picture: Picture, fake: Fake, log_dir: Path
 ) -> None:
     user = picture.create_user()
-    with running_worker(stack_state, log_dir, WORKER_HEARTBEAT_INTERVAL=0.5, WORKER_LEASE_SECONDS=10) as worker:
+    with running_worker(
+        stack_state, log_dir, WORKER_HEARTBEAT_INTERVAL=0.5, WORKER_LEASE_SECONDS=10
+    ) as worker:
         gid, _ = picture.submit(user, "[slow:20] a long one")
-        wait_until(lambda: picture.generation(gid)["replicate_prediction_id"], 20, message="prediction")
+        wait_until(
+            lambda: picture.generation(gid)["replicate_prediction_id"], 20, message="prediction"
+        )
         picture.db.rpc("cancel_generation", {"p_generation_id": gid}).execute()
-        wait_until(lambda: worker.actions("job.cancelled"), 15, message="job cancelled in the worker")
+        wait_until(
+            lambda: worker.actions("job.cancelled"), 15, message="job cancelled in the worker"
+        )
     gen = picture.generation(gid)
     assert gen["status"] == "cancelled"
     assert picture.jobs_for(gid)[0]["status"] == "cancelled"
-    prediction = httpx.get(f"{stack_state.replicate_url}/predictions/{gen['replicate_prediction_id'] or ''}",
-                           headers={"Authorization": "Bearer x"}, timeout=5)
+    prediction = httpx.get(
+        f"{stack_state.replicate_url}/predictions/{gen['replicate_prediction_id'] or ''}",
+        headers={"Authorization": "Bearer x"},
+        timeout=5,
+    )
     cancels = fake.stats().get("cancels", fake.stats().get("cancels_total"))
-    assert cancels == 1 or (prediction.status_code == 200 and prediction.json()["status"] == "canceled")
+    assert cancels == 1 or (
+        prediction.status_code == 200 and prediction.json()["status"] == "canceled"
+    )
 
 
 def test_sigterm_mid_job_finishes_within_grace(
@@ -153,7 +189,9 @@ def test_sigterm_mid_job_finishes_within_grace(
     user = picture.create_user()
     with running_worker(stack_state, log_dir, WORKER_SHUTDOWN_GRACE=15) as worker:
         gid, _ = picture.submit(user, "[slow:2] finish me")
-        wait_until(lambda: picture.generation(gid)["status"] == "processing", 15, message="processing")
+        wait_until(
+            lambda: picture.generation(gid)["status"] == "processing", 15, message="processing"
+        )
         worker.signal()
         assert worker.wait(30) == 0
     gen = picture.generation(gid)
@@ -168,11 +206,15 @@ def test_sigterm_releases_what_cannot_finish_and_another_worker_reuses_the_predi
     user = picture.create_user()
     with running_worker(stack_state, log_dir, WORKER_SHUTDOWN_GRACE=0.5) as worker:
         gid, _ = picture.submit(user, "[slow:6] too slow for the grace period")
-        wait_until(lambda: picture.generation(gid)["replicate_prediction_id"], 15, message="prediction")
+        wait_until(
+            lambda: picture.generation(gid)["replicate_prediction_id"], 15, message="prediction"
+        )
         worker.signal()
         assert worker.wait(30) == 0
     job = picture.jobs_for(gid)[0]
-    assert job["status"] == "pending" and job["attempt_number"] == 0, job  # released, attempt given back
+    assert job["status"] == "pending" and job["attempt_number"] == 0, (
+        job
+    )  # released, attempt given back
     assert job["locked_by"] is None
     created_before = _created(fake)
     with running_worker(stack_state, log_dir):
@@ -182,13 +224,19 @@ def test_sigterm_releases_what_cannot_finish_and_another_worker_reuses_the_predi
 
 
 def test_kill_9_mid_job_recovers_after_the_lease(
-    stack_state: StackState, picture: Picture, fake: Fake, log_dir: Path, admin_conn: psycopg.Connection
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    log_dir: Path,
+    admin_conn: psycopg.Connection,
 ) -> None:
     user = picture.create_user()
     env = {"WORKER_LEASE_SECONDS": 5, "WORKER_HEARTBEAT_INTERVAL": 1, "WORKER_REQUEUE_INTERVAL": 1}
     with running_worker(stack_state, log_dir, **env) as first:
         gid, _ = picture.submit(user, "[slow:4] survive a crash")
-        wait_until(lambda: picture.generation(gid)["replicate_prediction_id"], 15, message="prediction")
+        wait_until(
+            lambda: picture.generation(gid)["replicate_prediction_id"], 15, message="prediction"
+        )
         first.kill()
     created_before = _created(fake)
     with running_worker(stack_state, log_dir, **env):
@@ -204,7 +252,11 @@ def test_kill_9_mid_job_recovers_after_the_lease(
 
 
 def test_four_workers_two_hundred_generations_each_job_once(
-    stack_state: StackState, picture: Picture, fake: Fake, log_dir: Path, admin_conn: psycopg.Connection
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    log_dir: Path,
+    admin_conn: psycopg.Connection,
 ) -> None:
     fake.configure(latency_seconds=0.05)
     user = picture.create_user()
@@ -213,10 +265,16 @@ def test_four_workers_two_hundred_generations_each_job_once(
     try:
         gids = [picture.submit(user, f"crowd {i}")[0] for i in range(200)]
         wait_until(
-            lambda: admin_conn.execute(
-                "select count(*) from image_generations where id = any(%s) and status = 'completed'", (gids,)
-            ).fetchone()[0] == 200,  # type: ignore[index]
-            timeout=240, interval=0.5, message="200 completed generations",
+            lambda: (
+                admin_conn.execute(
+                    "select count(*) from image_generations where id = any(%s) and status = 'completed'",
+                    (gids,),
+                ).fetchone()[0]
+                == 200
+            ),  # type: ignore[index]
+            timeout=240,
+            interval=0.5,
+            message="200 completed generations",
         )
     finally:
         for w in workers:
@@ -226,9 +284,14 @@ def test_four_workers_two_hundred_generations_each_job_once(
         ([str(g) for g in gids],),
     ).fetchall()
     assert len(jobs) == 400
-    assert {(t, s, a) for t, s, a in jobs} <= {("generate-image", "completed", 1), ("download-image", "completed", 1)}
-    images = admin_conn.execute("select count(*), count(distinct generation_id) from images where generation_id = any(%s)",
-                                (gids,)).fetchone()
+    assert {(t, s, a) for t, s, a in jobs} <= {
+        ("generate-image", "completed", 1),
+        ("download-image", "completed", 1),
+    }
+    images = admin_conn.execute(
+        "select count(*), count(distinct generation_id) from images where generation_id = any(%s)",
+        (gids,),
+    ).fetchone()
     assert images == (200, 200)
     completed_ids = [e["job_id"] for p in procs for e in p.actions("job.completed")]
     assert len(completed_ids) == 400 == len(set(completed_ids))

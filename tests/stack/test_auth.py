@@ -17,13 +17,13 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from supabase import Client, ClientOptions, create_client
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 
 from devstack import auth
 from devstack.context import StackContext
 from devstack.pg import free_port
 from devstack.stack import StackState
-from supabase import Client, ClientOptions, create_client
 
 PASSWORD = "correct-horse-1"
 

@@ -389,3 +389,33 @@ def test_supabase_py_resubscribes_after_a_drop(stack_state: StackState) -> None:
             await db.execute("delete from public.job_queue where id = %s", [job_id])
 
     run(with_client(stack_state, stack_state.keys.service_role_key, body))
+
+
+def test_drop_with_pause_refuses_sockets_then_supabase_py_reconnects(
+    stack_state: StackState,
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    async def body(sb: AsyncClient) -> None:
+        rec = Recorder()
+        await subscribe(sb, "paused", rec, "INSERT", "job_queue")
+        dropped_at = time.monotonic()
+        async with httpx.AsyncClient() as http:
+            resp = await http.post(
+                f"{stack_state.url}/_stack/realtime/drop", params={"pause": "2.5"},
+                headers={"Authorization": f"Bearer {stack_state.keys.service_role_key}"})
+        assert resp.json() == {"dropped": resp.json()["dropped"], "pause": 2.5}
+        url = (f"ws://127.0.0.1:{stack_state.api_port}/realtime/v1/websocket"
+               f"?apikey={stack_state.keys.anon_key}&vsn=1.0.0")
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url):
+                pass
+        assert refused.value.response.status_code == 503
+        # supabase-py: failed connects at +0 s and +1 s, the one at +3 s gets through.
+        back = await rec.wait_state("SUBSCRIBED", after=dropped_at, timeout=15)
+        assert back - dropped_at >= 2.5
+        async with connect(url):
+            pass
+
+    run(with_client(stack_state, stack_state.keys.service_role_key, body))

@@ -18,9 +18,9 @@ import httpx
 import psycopg
 import pytest
 from storage3.exceptions import StorageApiError
+from supabase import Client, ClientOptions, create_client
 
 from devstack.stack import Stack, StackState
-from supabase import Client, ClientOptions, create_client
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 BUCKET = "generated-images"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from supabase import Client, ClientOptions, create_client
+
 from worker.settings import Settings
 
 

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from postgrest.exceptions import APIError
-
 from supabase import Client
+
 from worker.adapters._errors import call, translated
 from worker.errors import RetryableError
 from worker.jobs import Job, parse_ts

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from storage3.exceptions import StorageApiError
-
 from supabase import Client
+
 from worker.adapters._errors import call
 from worker.errors import PermanentError, RetryableError
 
