@@ -35,7 +35,7 @@ def test_generation_goes_through_every_status_and_stores_one_image(
     fake.configure(latency_seconds=0.6)
     user = picture.create_user()
     with running_worker(stack_state, log_dir) as worker:
-        gid, job_id = picture.submit(
+        gid, _job_id = picture.submit(
             user, "a red fox in the snow", "black-forest-labs/flux-schnell"
         )
         gen = picture.wait_status(gid, timeout=30)
