@@ -218,6 +218,19 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from devstack import demo
+    except ImportError:
+        return _fail("the demo needs the local stack: pip install 'picture-worker[stack]'")
+    try:
+        return demo.run(args.quick, Path(args.root), Path(args.out))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line, never a trace: the stack log has the details
+        return _fail(f"demo failed: {type(exc).__name__}: {exc}", 1)
+
+
 def _print_env(env: dict[str, str]) -> None:
     for key, value in env.items():
         print(f"export {key}={value}")
@@ -258,6 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "env", "down", "reset"])
     stack.add_argument("--root", default=".stack", help="state folder (default: .stack)")
     stack.set_defaults(func=cmd_stack)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo on the local stack",
+        description="Start the local stack and the daemon, submit a dozen "
+        "generations, show progress and a timing table, stop everything.",
+    )
+    demo.add_argument("--quick", action="store_true", help="five generations, shorter latency")
+    demo.add_argument(
+        "--root", default=".stack/demo", help="stack state folder (default .stack/demo)"
+    )
+    demo.add_argument(
+        "--out", default="demo-output", help="where images are saved (default demo-output)"
+    )
+    demo.set_defaults(func=cmd_demo)
 
     from worker import commands
 

@@ -73,7 +73,8 @@ class Daemon:
         self._io = ThreadPoolExecutor(2, thread_name_prefix="io")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._stop: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None  # stop claiming
+        self._halt: asyncio.Event | None = None  # stop heartbeats etc. (after the drain)
         self._signals = 0
         self._claim_failures = 0
 
@@ -100,6 +101,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
+        self._halt = asyncio.Event()
         self._install_signals()
         self.metrics.set("picture_worker_concurrency", self.settings.concurrency)
         self.metrics.set("picture_worker_jobs_in_flight", 0)
@@ -130,6 +132,7 @@ class Daemon:
             await self._drain()
         finally:
             self._stop.set()
+            self._halt.set()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -279,11 +282,13 @@ class Daemon:
     async def _every(
         self, interval: float, fn: Callable[[], Awaitable[None]], first: float | None = None
     ) -> None:
-        assert self._stop is not None
+        # Runs until the drain is over: leases must be extended and cancellations noticed
+        # while running jobs finish during the shutdown grace period.
+        assert self._halt is not None
         delay = interval if first is None else first
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                await asyncio.wait_for(self._halt.wait(), timeout=delay)
                 return
             delay = interval
             try:

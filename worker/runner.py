@@ -73,7 +73,7 @@ class Runner:
         )
         level = (
             logging.INFO
-            if outcome.status in ("completed", "released", "paused")
+            if outcome.status in ("completed", "released", "paused", "cancelled")
             else logging.WARNING
         )
         ctx.log(

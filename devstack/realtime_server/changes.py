@@ -156,10 +156,15 @@ select data from pg_logical_slot_get_changes(
   'filter-msg-prefixes', %(prefix)s, 'actions', %(actions)s, 'add-tables', %(tables)s)
 """
 
-_FLUSH_SQL = """
-select case when pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()
-            then pg_logical_emit_message(true, %s, '') end
+_POSITION_SQL = """
+select pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn(),
+       pg_current_wal_flush_lsn()::text,
+       coalesce((select confirmed_flush_lsn >= pg_current_wal_flush_lsn()
+                 from pg_replication_slots where slot_name = %s), false)
 """
+
+# Committed with synchronous_commit = on, this flushes every earlier (async) commit too.
+_FLUSH_SQL = "select pg_logical_emit_message(true, %s, '')"
 
 ChangeHandler = Callable[[Sequence[Change]], Awaitable[None]]
 
@@ -177,7 +182,7 @@ class WalPoller:
         handler: ChangeHandler,
         *,
         publication: str = PUBLICATION,
-        interval: float = 0.075,
+        interval: float = 0.1,
         max_changes: int = 500,
     ) -> None:
         self.dsn = dsn
@@ -245,11 +250,15 @@ class WalPoller:
         self, conn: psycopg.AsyncConnection[Any], slot: str, async_commit: bool
     ) -> tuple[list[Change], int]:
         """One poll: (the row changes, how many rows the slot returned)."""
-        if async_commit:
-            await conn.execute(_FLUSH_SQL, [FLUSH_PREFIX])
         # Read the flush position first, then the publication: every transaction decoded
         # (commit < upto) is then visible to the publication read.
-        upto = await (await conn.execute("select pg_current_wal_flush_lsn()::text")).fetchone()
+        position = await (await conn.execute(_POSITION_SQL, [slot])).fetchone()
+        if position is not None and position[0] and async_commit:
+            await conn.execute(_FLUSH_SQL, [FLUSH_PREFIX])
+            position = await (await conn.execute(_POSITION_SQL, [slot])).fetchone()
+        if position is None or position[2]:
+            return [], 0  # nothing written since the last poll: skip the decoding setup
+        upto = position[1]
         pub = await (await conn.execute(_PUBLICATION_SQL, [self.publication])).fetchone()
         actions, tables = "insert", ""  # an empty add-tables makes wal2json skip every table
         if pub is not None:
@@ -262,7 +271,7 @@ class WalPoller:
             _CHANGES_SQL,
             {
                 "slot": slot,
-                "upto": upto[0] if upto else None,
+                "upto": upto,
                 "max": self.max_changes,
                 "prefix": FLUSH_PREFIX,
                 "actions": actions,

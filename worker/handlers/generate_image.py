@@ -138,6 +138,7 @@ def advance_after_prediction(
     Shared by polling (generate-image) and webhook deliveries (process-webhook)."""
     if prediction.status != "succeeded" and not prediction.output_urls:
         raise PredictionFailed(_failure_message(prediction))
+    ctx.check()  # cancelled meanwhile: no download for a generation the user gave up on
     urls = prediction.output_urls
     if not urls:
         raise PredictionFailed("the model finished without an output image")
