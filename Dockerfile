@@ -49,7 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WORKER_LOG_FORMAT=json
-RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home \
+RUN useradd --uid 10001 --user-group --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin worker
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app

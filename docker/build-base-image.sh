@@ -26,6 +26,7 @@ done
 [[ $(id -u) -eq 0 ]] || { echo "debootstrap needs root" >&2; exit 1; }
 
 rootfs="$(mktemp -d "${TMPDIR:-/var/tmp}/debian-python.XXXXXX")"
+chmod 0755 "$rootfs"  # it becomes the image's "/": mktemp's 0700 would lock non-root users out
 cleanup() {
   umount -R "$rootfs/proc" "$rootfs/sys" 2>/dev/null || true
   rm -rf --one-file-system "$rootfs" "$rootfs.log"

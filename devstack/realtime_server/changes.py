@@ -293,8 +293,6 @@ class WalPoller:
     async def _deliver(self, batch: list[Change]) -> None:
         try:
             await self.handler(batch)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("realtime: delivering %d change(s) failed; they are dropped",
                           len(batch))
