@@ -34,11 +34,13 @@ COPY worker ./worker
 COPY devstack ./devstack
 COPY supabase/functions_compat ./supabase/functions_compat
 # The local development stack (devstack) is packaged with the project but is no part of a
-# deployment: drop it, so `picture-worker stack` says so instead of half-working.
+# deployment: drop it, so `picture-worker stack` says so instead of half-working. pip and
+# setuptools are not needed at run time either.
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
  && /opt/venv/bin/pip install --no-deps . \
- && rm -rf /opt/venv/lib/python3*/site-packages/devstack
+ && rm -rf /opt/venv/lib/python3*/site-packages/devstack \
+ && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
 
 # -- runtime -----------------------------------------------------------------------------
 FROM ${BASE_IMAGE}

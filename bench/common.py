@@ -160,22 +160,21 @@ class Sizes:
     e2e_generations: int  # per mode
     e2e_rate: float
     throughput_seconds: float  # ideal busy time per worker count
-    pgbench_seconds: int
-    rest_cycles: int
-    pgqueuer_jobs: int
+    queue_jobs: int  # jobs per configuration of the queue-cost runs (pgbench and pgqueuer)
+    rest_jobs: int  # jobs per configuration through the REST RPC path
     resource_jobs: int  # jobs of the resource run (two per generation)
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls("full", 120, 1.0, 60, 0.75, 20.0, 10, 1500, 20000, 10000)
+        return cls("full", 100, 1.0, 50, 0.75, 20.0, 20000, 1500, 10000)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls("quick", 30, 1.0, 15, 0.75, 8.0, 4, 300, 5000, 1000)
+        return cls("quick", 30, 1.0, 15, 0.75, 8.0, 4000, 300, 1000)
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls("tiny", 6, 2.0, 4, 1.0, 3.0, 2, 40, 500, 40)
+        return cls("tiny", 6, 2.0, 4, 1.0, 3.0, 200, 40, 40)
 
 
 # -- the machine ------

@@ -68,7 +68,8 @@ class CronTicker:
         self._thread.start()
         return self
 
-    def _call(self, tick: Tick) -> None:
+    def call(self, tick: Tick) -> None:
+        """One POST to process-jobs, recorded in ``tick``."""
         began = time.monotonic()
         try:
             response = self._http.post(self.url, headers={"Authorization": f"Bearer {self.token}"},
@@ -88,7 +89,7 @@ class CronTicker:
         while not self._stop.is_set():
             tick = Tick(fired=time.monotonic() - start)
             self.ticks.append(tick)
-            self._pool.submit(self._call, tick)
+            self._pool.submit(self.call, tick)
             k += 1
             self._stop.wait(max(0.0, start + k * self.period - time.monotonic()))
 

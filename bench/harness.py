@@ -198,12 +198,48 @@ class Submitter:
 
 
 @contextlib.contextmanager
-def running(worker: WorkerProcess, subscribed: bool = False) -> Iterator[WorkerProcess]:
-    worker.start()
+def running_all(workers: list[WorkerProcess], subscribed: bool = False
+                ) -> Iterator[list[WorkerProcess]]:
+    """Start the workers together (they boot in parallel), wait until each is ready (and
+    subscribed to Realtime), stop them all (SIGTERM, drain) at the end."""
+    started: list[WorkerProcess] = []
     try:
-        worker.wait_ready(timeout=60)
-        if subscribed:
-            worker.wait_subscribed(timeout=60)
-        yield worker
+        for worker in workers:
+            started.append(worker.start())
+        for worker in workers:
+            worker.wait_ready(timeout=60)
+            if subscribed:
+                worker.wait_subscribed(timeout=60)
+        yield workers
     finally:
-        worker.stop(timeout=60)
+        for worker in started:
+            worker.stop(timeout=60)
+
+
+@contextlib.contextmanager
+def running(worker: WorkerProcess, subscribed: bool = False) -> Iterator[WorkerProcess]:
+    with running_all([worker], subscribed):
+        yield worker
+
+def bulk_generations(env: BenchEnv, count: int, users: list[AppUser],
+                     prompt: str = "bench: a lighthouse at dawn") -> list[str]:
+    """``count`` generations with their generate-image jobs in one transaction, through the
+    same SQL function and the same row/payload builder start-generation uses."""
+    from psycopg.types.json import Jsonb
+
+    from functions_compat.start_generation import build_rows
+    from functions_compat.validation import Limits, parse_generation_body
+
+    cur = env.admin.execute("select * from public.models where replicate_id = %s", (FLUX,))
+    names = [d.name for d in cur.description or []]
+    found = cur.fetchone()
+    model = dict(zip(names, found, strict=True)) if found else {}
+    body = parse_generation_body({"prompt": prompt, "model_id": FLUX}, Limits(2000, ()))
+    generation, payload = build_rows(body, model)
+    owners = [users[i % len(users)].id for i in range(count)]
+    rows = env.admin.execute(
+        "select public.create_generation(u, %s, %s, 0) ->> 'generation_id'"
+        " from unnest(%s::uuid[]) with ordinality as t(u, n) order by n",
+        (Jsonb(generation), Jsonb(payload), owners),
+    ).fetchall()
+    return [str(r[0]) for r in rows]

@@ -13,6 +13,7 @@ import uvicorn
 from devstack.app import create_app
 from devstack.context import StackContext
 from devstack.fake_replicate.app import create_app as create_fake_replicate
+from devstack.fake_replicate.config import FakeConfig
 from devstack.stack import Stack
 
 
@@ -47,7 +48,10 @@ async def serve(root: Path) -> None:
     )
     fake = uvicorn.Server(
         uvicorn.Config(
-            create_fake_replicate(public_url=f"http://127.0.0.1:{st.replicate_port}"),
+            create_fake_replicate(
+                public_url=f"http://127.0.0.1:{st.replicate_port}",
+                config=FakeConfig(webhook_secret=st.webhook_secret),  # = the stack's env
+            ),
             host="127.0.0.1",
             port=st.replicate_port,
             log_level="warning",

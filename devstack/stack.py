@@ -11,7 +11,10 @@ State lives in one folder (``.stack/`` in the project by default):
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -47,6 +50,13 @@ class StackState:
         return f"http://127.0.0.1:{self.replicate_port}/v1"
 
     @property
+    def webhook_secret(self) -> str:
+        """The stack's Replicate webhook signing secret (``whsec_<base64>``), derived from its
+        JWT secret: stable across restarts, distinct per stack, never written anywhere."""
+        digest = hmac.new(self.keys.jwt_secret.encode(), b"replicate-webhook", hashlib.sha256)
+        return "whsec_" + base64.b64encode(digest.digest()).decode()
+
+    @property
     def database_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
 
@@ -59,6 +69,7 @@ class StackState:
             "DATABASE_URL": self.database_url,
             "REPLICATE_API_BASE_URL": self.replicate_url,
             "REPLICATE_API_TOKEN": "r8_local_fake_token",
+            "REPLICATE_WEBHOOK_SECRET": self.webhook_secret,
             # The fake Replicate serves outputs over http on loopback; production allows
             # only https on replicate.delivery. This is the explicit development escape hatch.
             "WORKER_DEV_HTTP_HOSTS": f"127.0.0.1:{self.replicate_port},127.0.0.1:{self.api_port}",

@@ -59,7 +59,7 @@ find "$rootfs"/usr/lib/python3* -name __pycache__ -prune -exec rm -rf {} +
 : >"$rootfs/etc/machine-id"
 
 echo "==> importing as $image"
-tar --numeric-owner -C "$rootfs" -c . | "$podman" import \
+tar --numeric-owner -C "$rootfs" -c . | "$podman" import --quiet \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'CMD ["python3"]' \

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from worker import __version__
+from worker import __version__, webhook_checks
 from worker.errors import WorkerError
 from worker.handlers.base import JobContext, Services
 from worker.jobs import GENERATE_IMAGE, Job
@@ -124,6 +124,10 @@ class Daemon:
                 self._every(self.settings.requeue_interval, self._requeue_stale, first=0.0)
             ),
         ]
+        if self.settings.webhook_url:  # the safety net for lost webhooks
+            every = webhook_checks.interval(self.settings)
+            check = self._every(every, self._check_webhooks, first=0.0)
+            background.append(asyncio.create_task(check))
         if self._wakeups_factory is not None and self.settings.realtime:
             self._wakeups = self._wakeups_factory(self.wake, self._on_realtime_state)
             background.append(asyncio.create_task(self._wakeups.run(self._stop)))
@@ -367,6 +371,10 @@ class Daemon:
                 count,
                 extra={"action": "requeue.done", "worker_id": self.worker_id},
             )
+            self.wake()
+
+    async def _check_webhooks(self) -> None:
+        if await self._io_call(functools.partial(webhook_checks.run, self.services)):
             self.wake()
 
     # -- stopping ------

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # -- webhook mode ------
     webhook_url: str | None = Field(None, validation_alias="WORKER_WEBHOOK_URL")
     webhook_secret: SecretStr | None = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
+    # Safety net: a generation still `processing` this long after its last change, with no
+    # delivery, gets its prediction fetched (and re-checked this often while it runs).
+    webhook_check_after: int = Field(
+        120, ge=1, le=86400, validation_alias="WORKER_WEBHOOK_CHECK_AFTER"
+    )
 
     # -- observability ------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -127,6 +132,21 @@ class Settings(BaseSettings):
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError("must be the public https URL of the replicate-webhook function")
+        return value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, value: Any) -> Any:
+        if isinstance(value, str | SecretStr):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if not text.strip():
+                return None
+            from worker.webhooks import WebhookSignatureError, sign
+
+            try:
+                sign(text, "check", 0, b"")
+            except WebhookSignatureError:
+                raise ValueError("must be the whsec_<base64> signing secret of Replicate") from None
         return value
 
     @field_validator("job_types")

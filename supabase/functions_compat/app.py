@@ -4,6 +4,7 @@
     POST /process-jobs         project JWT   claim and run up to 3 jobs in the request
     POST /process-generation   service key   one synchronous Replicate generation
     POST /generate-image       user JWT      legacy synchronous API (through the queue)
+    POST /replicate-webhook    signature     Replicate's prediction-finished deliveries
     OPTIONS *                  CORS preflight, answered ``ok``
 
 The local stack mounts the app at ``/functions/v1`` (routes are then ``/<name>``); served on
@@ -33,6 +34,7 @@ from functions_compat.generate_image import GenerateImage
 from functions_compat.http import Endpoint, error_response, guarded
 from functions_compat.process_generation import ProcessGeneration
 from functions_compat.process_jobs import ProcessJobs
+from functions_compat.replicate_webhook import ReplicateWebhook, WebhookStore
 from functions_compat.runtime import WorkerRuntimes
 from functions_compat.start_generation import GenerationStarter, StartGeneration
 
@@ -42,7 +44,7 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def build_endpoints(config: FunctionsConfig, runtimes: WorkerRuntimes) -> dict[str, Endpoint]:
-    """Function name -> endpoint. ``replicate-webhook`` (webhook mode) joins this table."""
+    """Function name -> endpoint."""
     verifier = TokenVerifier(config)
     db = ServiceDb(config.supabase_url, config.service_key)
     starter = GenerationStarter(config, db)
@@ -54,6 +56,9 @@ def build_endpoints(config: FunctionsConfig, runtimes: WorkerRuntimes) -> dict[s
             failure_fields={"success": False},
         ),
         "generate-image": guarded(GenerateImage(verifier, starter, db, config.generate_timeout)),
+        "replicate-webhook": guarded(
+            ReplicateWebhook(config, WebhookStore(config.supabase_url, config.service_key))
+        ),
     }
 
 

@@ -14,6 +14,9 @@
     FUNCTIONS_GENERATE_TIMEOUT       seconds the legacy generate-image waits (default 120)
     FUNCTIONS_JWT_ISSUER             optional; when set, user tokens must carry this ``iss``
     WORKER_DEV_HTTP_HOSTS            host:port pairs where plain http is allowed (local stack)
+    REPLICATE_WEBHOOK_SECRET         the ``whsec_...`` key of ``GET /v1/webhooks/default/secret``;
+                                     replicate-webhook answers 500 without it
+    FUNCTIONS_WEBHOOK_TOLERANCE      seconds a delivery's webhook-timestamp may be off (default 300)
     REPLICATE_* / WORKER_*           the worker's settings, used by process-jobs and
                                      process-generation (validated here when a Replicate
                                      token is set, so a bad variable fails at start)
@@ -34,6 +37,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from worker.errors import ConfigError
 from worker.settings import Settings, describe_validation_error
+from worker.webhooks import WebhookSignatureError, sign
 
 CsvList = Annotated[tuple[str, ...], NoDecode]
 DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
@@ -85,6 +89,10 @@ class _FunctionsEnv(_InitOnly):
     )
     jwt_issuer: str | None = Field(None, validation_alias="FUNCTIONS_JWT_ISSUER")
     dev_http_hosts: CsvList = Field((), validation_alias="WORKER_DEV_HTTP_HOSTS")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
+    webhook_tolerance: int = Field(
+        300, ge=1, le=86_400, validation_alias="FUNCTIONS_WEBHOOK_TOLERANCE"
+    )
 
     @field_validator("allowed_source_hosts", "dev_http_hosts", mode="before")
     @classmethod
@@ -106,7 +114,17 @@ class _FunctionsEnv(_InitOnly):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("jwt_secret", "anon_key", "jwt_issuer", mode="before")
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                sign(value.get_secret_value(), "check", 0, b"")
+            except WebhookSignatureError:
+                raise ValueError("must be the whsec_<base64> signing secret of Replicate") from None
+        return value
+
+    @field_validator("jwt_secret", "anon_key", "jwt_issuer", "webhook_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -131,6 +149,8 @@ class FunctionsConfig:
     env: Mapping[str, str] = field(repr=False)
     worker_settings: Settings | None = field(default=None, repr=False)
     worker_config_problem: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_tolerance: int = 300
 
     @property
     def jwks_url(self) -> str:
@@ -164,11 +184,15 @@ class FunctionsConfig:
             env=values,
             worker_settings=worker_settings,
             worker_config_problem=problem,
+            webhook_secret=(
+                parsed.webhook_secret.get_secret_value() if parsed.webhook_secret else None
+            ),
+            webhook_tolerance=parsed.webhook_tolerance,
         )
 
     def secrets(self) -> list[str]:
         """Secret values, for the log redaction filter."""
-        found = [self.service_key, self.jwt_secret]
+        found = [self.service_key, self.jwt_secret, self.webhook_secret]
         if self.worker_settings is not None:
             found.extend(self.worker_settings.secrets())
         return [s for s in found if s]

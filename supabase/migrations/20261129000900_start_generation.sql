@@ -79,7 +79,7 @@ begin
       (p_generation ->> 'height')::integer,
       (p_generation ->> 'steps')::integer,
       (p_generation ->> 'guidance_scale')::numeric,
-      'queued')
+      'pending')  -- pending (row created) then queued (job enqueued), as the original did
     returning * into v_gen;
   else
     update public.image_generations g
@@ -101,7 +101,7 @@ begin
     || jsonb_build_object('generation_id', v_gen.id, 'user_id', p_user_id);
   v_job := public.enqueue_job('generate-image', v_payload);
 
-  update public.image_generations set job_id = v_job where id = v_gen.id;
+  update public.image_generations set job_id = v_job, status = 'queued' where id = v_gen.id;
 
   return jsonb_build_object('generation_id', v_gen.id, 'job_id', v_job);
 end

@@ -45,6 +45,17 @@ def assert_realtime_sequence(statuses: Sequence[str]) -> None:
     assert steps == ["processing", "downloading", "completed"], statuses
 
 
+def assert_ordered_ending_completed(statuses: Sequence[str]) -> None:
+    """The weaker guarantee when the daemon may claim before the client has joined: what is
+    seen follows the status order, ends with ``completed``, and never shows a failure."""
+    assert not set(statuses) & set(FAILURES), statuses
+    steps = collapse(statuses)
+    order = ["pending", "queued", "processing", "downloading", "completed"]
+    assert all(s in order for s in steps), statuses
+    ranks = [order.index(s) for s in steps]
+    assert ranks == sorted(ranks) and steps[-1] == "completed", statuses
+
+
 def fetch_image(url: str) -> tuple[bytes, Image.Image, str]:
     """GET a public image URL; the bytes, the decoded image (fully loaded) and Content-Type."""
     response = httpx.get(url, timeout=10)

@@ -2,11 +2,12 @@
 the worker daemon: start-generation, a Realtime UPDATE subscription filtered by id, polling
 ``select('*, images(*)')`` and the image fetched from its public URL.
 
-The daemon is started once the client's Realtime subscription is live, so the job waits in
-the queue meanwhile (as it does behind a backlog) and every transition the worker makes is
-one the client can see: with the daemon already running, Realtime pickup claims the job in
-the milliseconds the client needs to join, and the client would legitimately miss
-``processing``.
+In the main test the daemon is started once the client's Realtime subscription is live, so
+the job waits in the queue meanwhile (as it does behind a backlog) and every transition the
+worker makes is one the client must see. With the daemon already running (second test) the
+worker's Realtime pickup races the client's join: the client subscribes only after
+start-generation answered, so it may legitimately miss ``processing``; that test asserts the
+order of what it sees and the end result.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ import psycopg
 import pytest
 
 from devstack.stack import StackState
-from tests.e2e.conftest import assert_completed_row, assert_realtime_sequence, fetch_image
+from tests.e2e.conftest import (
+    assert_completed_row,
+    assert_ordered_ending_completed,
+    assert_realtime_sequence,
+    fetch_image,
+)
 from tests.integration.conftest import statuses
 from tests.stack.realtime_support import JS_DIR, node_available
 from tests.support import ROOT, Fake, running_worker
@@ -172,3 +178,26 @@ def test_seed_client_in_supabase_js_sees_every_status_and_a_decodable_image(
     # The daemon did the work, through the queue.
     done = [e for e in worker.actions("job.completed") if e.get("generation_id") == gid]
     assert sorted(e["job_type"] for e in done) == ["download-image", "generate-image"], done
+
+
+def test_seed_client_in_supabase_js_with_the_daemon_already_running(
+    stack_state: StackState, fake: Fake, log_dir: Path
+) -> None:
+    fake.configure(latency_seconds=0.5)
+    with running_worker(stack_state, log_dir) as worker:
+        worker.wait_subscribed()
+        client = NodeClient(stack_state)
+        try:
+            code, doc = client.result(timeout=CLIENT_TIMEOUT_S + 10)
+        finally:
+            client.close()
+    assert code == 0 and doc["ok"] is True, client.diagnostics()
+    gid = str(doc["generation_id"])
+    assert_ordered_ending_completed(doc["realtime_statuses"])
+    image_row = assert_completed_row(doc["row"], str(doc["user_id"]), gid)
+    assert doc["image"]["bytes"] == image_row["file_size"], (doc["image"], image_row)
+    body, image, _ = fetch_image(doc["public_url"])
+    assert hashlib.sha256(body).hexdigest() == doc["image"]["sha256"]
+    assert image.size == (doc["image"]["width"], doc["image"]["height"])
+    jobs = [e for e in worker.actions("job.started") if e.get("generation_id") == gid]
+    assert jobs, "the running daemon picked the job up"

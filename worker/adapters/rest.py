@@ -107,6 +107,15 @@ class SupabaseQueue:
         data = call("requeue_stale_jobs", lambda: self._rpc("requeue_stale_jobs", {}), attempts=2)
         return int(data) if isinstance(data, int | str) and str(data).isdigit() else 0
 
+    def enqueue_webhook_checks(self, older_than_seconds: int, limit: int) -> int:
+        params = {"p_older_than_seconds": older_than_seconds, "p_limit": limit}
+        data = call(
+            "enqueue_webhook_checks",
+            lambda: self._rpc("enqueue_webhook_checks", params),
+            attempts=2,
+        )
+        return int(data) if isinstance(data, int | str) and str(data).isdigit() else 0
+
     def next_scheduled_at(self, job_types: Sequence[str]) -> datetime | None:
         params = {"p_job_types": list(job_types)}
         data = call("next_scheduled_at", lambda: self._rpc("next_scheduled_at", params), attempts=2)

@@ -50,6 +50,8 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
     )
     prediction = _start_or_reuse(ctx, gid, gen, request)
     if ctx.services.settings.webhook_url and not prediction.terminal:
+        # Webhook mode: free the thread now. The generation stays `processing` with its
+        # prediction id; process-webhook (a delivery, or the safety net's fetch) advances it.
         ctx.log("prediction.webhook", "prediction %s will report by webhook", prediction.id)
         return {"prediction_id": prediction.id, "mode": "webhook"}
     prediction = _wait(ctx, gid, prediction)
@@ -83,13 +85,16 @@ def _start_or_reuse(
         request = dataclasses.replace(request, source_image=to_data_uri(fetched))
     settings = ctx.services.settings
     webhook = settings.webhook_url
+    # Polling: the prediction may not outlive this job. Webhook mode: the job ends at once,
+    # and the prediction gets the same budget from now (Replicate then reports it canceled).
+    budget = settings.job_timeout if webhook else ctx.remaining()
     prediction = model.create_prediction(
         request.model_id,
         request.model_version,
         build_input(request),
         webhook=webhook,
         webhook_events_filter=["completed"] if webhook else None,
-        cancel_after=max(5, int(ctx.remaining())) if not webhook else None,
+        cancel_after=max(5, int(budget)),
         wait=not webhook,
     )
     # Persist at once: from here on a retry reuses this prediction instead of paying again.
@@ -137,7 +142,7 @@ def advance_after_prediction(
 
     Shared by polling (generate-image) and webhook deliveries (process-webhook)."""
     if prediction.status != "succeeded" and not prediction.output_urls:
-        raise PredictionFailed(_failure_message(prediction))
+        raise PredictionFailed(failure_message(prediction))
     ctx.check()  # cancelled meanwhile: no download for a generation the user gave up on
     urls = prediction.output_urls
     if not urls:
@@ -180,7 +185,8 @@ def advance_after_prediction(
     }
 
 
-def _failure_message(prediction: Any) -> str:
+def failure_message(prediction: Any) -> str:
+    """Why a finished prediction brought no image, for the generation's error_message."""
     error = prediction.error or ""
     if prediction.status in ("canceled", "aborted"):
         return f"the prediction was {prediction.status}" + (f": {error}" if error else "")

@@ -1,20 +1,38 @@
-"""process-webhook: a verified Replicate delivery advances its generation (webhook mode).
+"""process-webhook: a finished prediction advances its generation (webhook mode).
 
-The replicate-webhook endpoint verified the signature and enqueued this job with the raw
-delivery; it is verified again here when REPLICATE_WEBHOOK_SECRET is set (the job could have
-been enqueued by anyone holding the service key). Idempotent: a repeated or late delivery
-for a generation that already moved on changes nothing.
+Two sources, one outcome:
+
+- a **delivery**: the replicate-webhook function verified the signature, recorded the
+  delivery id and enqueued this job with the raw body (``body``) and its signature headers
+  (``webhook``). The body is trusted only when its signature verifies again here with
+  REPLICATE_WEBHOOK_SECRET (the job could have been written by anyone holding the service
+  key); otherwise, and for bodies too large to store, the prediction is fetched instead.
+- a **check** (``fetch: true``), enqueued by the safety net (``enqueue_webhook_checks``) for
+  a generation `processing` too long without a delivery: the prediction is fetched
+  (``GET /v1/predictions/{id}``).
+
+Then, exactly as polling would: succeeded -> enqueue download-image and mark the generation
+`downloading` (``advance_after_prediction``); failed / canceled / aborted or no output ->
+the generation `failed` with the reason (the job itself completes: a model failure is
+not a reason to retry the delivery). A prediction still running is a no-op (a check
+touches the generation, so the next check waits WORKER_WEBHOOK_CHECK_AFTER again).
+
+Idempotent: the generation is found by its current prediction id, and one that already
+moved on (downloading, completed, failed, cancelled) is left alone, so a repeated or late
+delivery changes nothing; the download job is deduplicated by generation.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from worker.errors import InvalidInput
-from worker.handlers.base import JobContext
-from worker.handlers.generate_image import advance_after_prediction
+from worker.errors import InvalidInput, RetryableError
+from worker.handlers.base import JobContext, required
+from worker.handlers.generate_image import advance_after_prediction, failure_message
 from worker.replicate.client import Prediction
 from worker.webhooks import WebhookSignatureError, verify_signature
 
@@ -23,37 +41,133 @@ ALREADY_ADVANCED = ("downloading", "completed", "failed", "cancelled")
 
 def handle(ctx: JobContext) -> Mapping[str, Any]:
     payload = ctx.job.payload
-    body = payload.get("body")
-    if not isinstance(body, str):
-        raise InvalidInput("process-webhook job without the delivery body")
-    secret = ctx.services.settings.webhook_secret
-    if secret is not None:
-        headers = {
-            k: str(payload.get(k, ""))
-            for k in ("webhook-id", "webhook-timestamp", "webhook-signature")
-        }
+    prediction = _delivered(ctx, payload)
+    source = "delivery" if prediction is not None else "fetch"
+    if prediction is None:
+        pid = required(payload, "prediction_id")
         try:
-            verify_signature(secret.get_secret_value(), headers, body.encode(), tolerance_s=None)
-        except WebhookSignatureError as exc:
-            raise InvalidInput(f"webhook signature rejected: {exc}") from exc
+            prediction = _fetch(ctx, pid)
+        except InvalidInput as exc:  # 404: Replicate no longer knows the prediction
+            return _gone(ctx, pid, exc.message)
+    result = _advance(ctx, prediction, source)
+    return {"prediction_id": prediction.id, "source": source, **result}
+
+
+# -- where the prediction comes from ------
+def _delivered(ctx: JobContext, payload: Mapping[str, Any]) -> Prediction | None:
+    """The stored delivery's prediction when its signature verifies; None means fetch."""
+    body = payload.get("body")
+    if payload.get("fetch") or not isinstance(body, str):
+        return None
+    secret = ctx.services.settings.webhook_secret
+    if secret is None:
+        ctx.log("webhook.unverified", "no REPLICATE_WEBHOOK_SECRET: fetching the prediction")
+        return None
+    stored = payload.get("webhook")
+    headers = {str(k): str(v) for k, v in stored.items()} if isinstance(stored, Mapping) else {}
     try:
+        verify_signature(secret.get_secret_value(), headers, body.encode(), tolerance_s=None)
         raw = json.loads(body)
-    except ValueError as exc:
-        raise InvalidInput("webhook body is not JSON") from exc
-    if not isinstance(raw, dict) or not raw.get("id"):
-        raise InvalidInput("webhook body is not a prediction")
-    prediction = Prediction.from_json(raw)
-    gen = ctx.services.generations.find_by_prediction(prediction.id)
+        prediction = Prediction.from_json(raw)
+    except (WebhookSignatureError, ValueError, InvalidInput) as exc:
+        ctx.log(
+            "webhook.untrusted",
+            "stored delivery not trusted (%s): fetching the prediction",
+            exc,
+            level=logging.WARNING,
+        )
+        return None
+    expected = payload.get("prediction_id")
+    if expected and expected != prediction.id:
+        ctx.log(
+            "webhook.untrusted",
+            "delivery body is for %s, job for %s: fetching",
+            prediction.id,
+            expected,
+            level=logging.WARNING,
+        )
+        return None
+    return prediction
+
+
+def _fetch(ctx: JobContext, prediction_id: str) -> Prediction:
+    found = ctx.services.model.get_prediction(prediction_id)
+    if isinstance(found, Prediction):
+        return found
+    return Prediction.from_json(found.raw)
+
+
+# -- what it does to the generation ------
+def _advance(ctx: JobContext, prediction: Prediction, source: str) -> dict[str, Any]:
+    gens = ctx.services.generations
+    gen = gens.find_by_prediction(prediction.id)
     if gen is None:
+        if source == "delivery" and not ctx.job.is_last_attempt:
+            # The delivery can beat the generate-image job's write of the prediction id.
+            raise RetryableError(f"no generation has prediction {prediction.id} (yet)")
         ctx.log("webhook.unmatched", "no generation for prediction %s", prediction.id)
         return {"skipped": "no generation for this prediction"}
     gid = str(gen["id"])
-    if gen["status"] in ALREADY_ADVANCED:
-        ctx.log("webhook.duplicate", "generation %s already %s", gid, gen["status"])
-        return {"skipped": f"generation already {gen['status']}"}
+    status = str(gen["status"])
+    if status in ALREADY_ADVANCED:
+        ctx.log("webhook.duplicate", "generation %s already %s", gid, status)
+        return {"generation_id": gid, "skipped": f"generation already {status}"}
     if not prediction.terminal:
-        return {"skipped": f"prediction still {prediction.status}"}
-    model_id = str(raw.get("model") or gen.get("model") or "")
-    return advance_after_prediction(
-        ctx, gid, gen, prediction, model_id, (gen.get("width"), gen.get("height"))
+        if source == "fetch":
+            # Still running: touch the row (updated_at) so the next check waits again.
+            touch = {"replicate_prediction_id": prediction.id}
+            gens.update(gid, touch, unless_status=ALREADY_ADVANCED)
+        ctx.log("webhook.running", "prediction %s is still %s", prediction.id, prediction.status)
+        return {"generation_id": gid, "skipped": f"prediction still {prediction.status}"}
+    if prediction.status == "succeeded" and prediction.output_urls:
+        model_id = str(prediction.raw.get("model") or gen.get("model") or "")
+        advanced = advance_after_prediction(
+            ctx, gid, gen, prediction, model_id, (gen.get("width"), gen.get("height"))
+        )
+        return {"generation_id": gid, **advanced}
+    message = failure_message(prediction)
+    if prediction.status == "succeeded":
+        message = (
+            "the prediction's output was removed before it was downloaded"
+            if prediction.raw.get("data_removed")
+            else "the model finished without an output image"
+        )
+    return _fail(ctx, gid, prediction.id, message, prediction.status)
+
+
+def _gone(ctx: JobContext, prediction_id: str, reason: str) -> Mapping[str, Any]:
+    gen = ctx.services.generations.find_by_prediction(prediction_id)
+    if gen is None or gen["status"] in ALREADY_ADVANCED:
+        return {"prediction_id": prediction_id, "skipped": "nothing to advance"}
+    message = f"the prediction {prediction_id} cannot be read from Replicate ({reason})"
+    return {
+        "prediction_id": prediction_id,
+        "source": "fetch",
+        **_fail(ctx, str(gen["id"]), prediction_id, message, "unknown"),
+    }
+
+
+def _fail(
+    ctx: JobContext, gid: str, prediction_id: str, message: str, prediction_status: str
+) -> dict[str, Any]:
+    fields = {
+        "status": "failed",
+        "error_message": message,
+        "completed_at": datetime.now(UTC).isoformat(),
+    }
+    row = ctx.services.generations.update(gid, fields, unless_status=ALREADY_ADVANCED)
+    ctx.log(
+        "prediction.failed",
+        "prediction %s ended %s: generation %s %s",
+        prediction_id,
+        prediction_status,
+        gid,
+        "failed" if row is not None else "had already moved on",
+        level=logging.WARNING,
     )
+    return {
+        "generation_id": gid,
+        "prediction_status": prediction_status,
+        "generation_status": "failed" if row is not None else "unchanged",
+        "error": message,
+    }

@@ -1,0 +1,138 @@
+"""One scheduling model under spaced arrivals: the daemon (Realtime, or polling only) or the
+seed's pg_cron -> process-jobs loop, time-scaled.
+
+Arrivals are Poisson (fixed seed) through start-generation; latencies are read back from
+the rows afterwards, as differences of server timestamps (job_queue.started_at -
+created_at, image_generations.completed_at - created_at).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import summary
+from bench.drive import (
+    CronTicker,
+    Tick,
+    generation_rows,
+    integrity,
+    job_rows,
+    poisson_arrivals,
+    wait_settled,
+)
+from bench.harness import DEFAULT_POLL_INTERVAL, BenchEnv, Submitter, running
+
+SEED_PERIOD = 60.0  # pg_cron: once a minute
+SEED_BATCH = 3  # process-jobs claims up to 3 jobs per call
+SCALE = 60.0  # the seed's clock runs 60x faster here: one tick per second
+
+
+@dataclass(frozen=True)
+class Mode:
+    key: str
+    label: str
+    scaled: bool = False
+
+    @property
+    def factor(self) -> float:
+        """Multiply measured wait times by this to get the unscaled (production) figure."""
+        return SCALE if self.scaled else 1.0
+
+
+REALTIME = Mode("realtime", "daemon, Realtime + poll")
+POLLING = Mode("polling", f"daemon, polling only ({DEFAULT_POLL_INTERVAL:g} s)")
+SEED = Mode("seed", f"seed: process-jobs every {SEED_PERIOD / SCALE:g} s (60 s / {SCALE:g}), "
+            f"{SEED_BATCH}/call")
+MODES = {m.key: m for m in (REALTIME, POLLING, SEED)}
+
+
+@dataclass
+class ModeRun:
+    mode: Mode
+    gids: list[str]
+    jobs: list[dict[str, Any]]
+    generations: list[dict[str, Any]]
+    integrity: dict[str, Any]
+    wall_seconds: float
+    unsettled: int
+    ticks: list[Tick] = field(default_factory=list)
+
+    def pickups(self, job_type: str | None = None) -> list[float]:
+        """Enqueue -> claim of first attempts (a retried job's started_at is its last claim)."""
+        return [j["pickup"] for j in self.jobs
+                if j["pickup"] is not None and j["attempt_number"] == 1
+                and (job_type is None or j["job_type"] == job_type)]
+
+    def totals(self) -> list[float]:
+        return [g["total"] for g in self.generations
+                if g["status"] == "completed" and g["total"] is not None]
+
+    def tick_stats(self) -> dict[str, Any]:
+        if not self.ticks:
+            return {}
+        calls = [t for t in self.ticks if t.status]
+        return {
+            "ticks": len(self.ticks),
+            "calls_answered_200": sum(1 for t in calls if t.status == 200),
+            "jobs_processed": sum(t.processed for t in calls),
+            "errors_reported": sum(t.errors for t in calls),
+            "full_ticks": sum(1 for t in calls if t.processed >= SEED_BATCH),
+            "call_seconds": summary([t.seconds for t in calls]),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.key,
+            "label": self.mode.label,
+            "time_scale": self.mode.factor,
+            "generations": len(self.gids),
+            "wall_seconds": round(self.wall_seconds, 2),
+            "unsettled": self.unsettled,
+            "pickup_s": {
+                "generate-image": summary(self.pickups("generate-image")),
+                "download-image": summary(self.pickups("download-image")),
+                "all": summary(self.pickups()),
+            },
+            "completed_minus_created_s": summary(self.totals()),
+            "integrity": self.integrity,
+            "cron": self.tick_stats(),
+        }
+
+
+def run_mode(env: BenchEnv, submitter: Submitter, mode: Mode, *, count: int, rate: float,
+             latency: float, seed: int = 7) -> ModeRun:
+    """Arrivals under one scheduling model; the queue is emptied before and after."""
+    env.clear()
+    env.fake.reset()
+    env.fake.configure(latency_seconds=latency, queue_seconds=0.0)
+    settle_timeout = 120.0 + count * (latency + 2.0)
+    began = time.monotonic()
+    ticks: list[Tick] = []
+    if mode.key == "seed":
+        server = env.functions()
+        if server is None:
+            raise RuntimeError("the seed model needs functions_compat (process-jobs)")
+        cron = CronTicker(f"{server.base}/process-jobs", env.state.keys.anon_key,
+                          SEED_PERIOD / SCALE)
+        cron.call(Tick(fired=0.0))  # warm: the first call builds the worker runtime
+        cron.start()
+        try:
+            gids = poisson_arrivals(submitter, count, rate, seed=seed, tag=mode.key)
+            unsettled = wait_settled(env, gids, settle_timeout)
+        finally:
+            cron.stop()
+        ticks = cron.ticks
+    else:
+        worker = env.worker(WORKER_POLL_INTERVAL=DEFAULT_POLL_INTERVAL,
+                            WORKER_REALTIME="true" if mode.key == "realtime" else "false")
+        with running(worker, subscribed=mode.key == "realtime"):
+            time.sleep(1.0)  # past the poll that follows start/subscribe
+            gids = poisson_arrivals(submitter, count, rate, seed=seed, tag=mode.key)
+            unsettled = wait_settled(env, gids, settle_timeout)
+    wall = time.monotonic() - began
+    run = ModeRun(mode, gids, job_rows(env, gids), generation_rows(env, gids),
+                  integrity(env, gids), wall, unsettled, ticks)
+    env.clear()
+    return run
