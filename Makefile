@@ -17,6 +17,7 @@ test: setup lint
 check: test
 
 bench: setup
+	.venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python -m bench
 
 clean:

@@ -155,10 +155,10 @@ class Sizes:
     """How big each benchmark runs: the full suite, ``--quick``, or the smoke test's tiny."""
 
     label: str
-    pickup_generations: int  # per mode
-    pickup_rate: float  # generations/s, Poisson arrivals
-    e2e_generations: int  # per mode
-    e2e_rate: float
+    pickup_generations: int  # per scheduling model
+    pickup_spacing: float  # seconds between two arrivals (fixed)
+    e2e_generations: int  # per scheduling model
+    e2e_spacing: float
     throughput_seconds: float  # ideal busy time per worker count
     queue_jobs: int  # jobs per configuration of the queue-cost runs (pgbench and pgqueuer)
     rest_jobs: int  # jobs per configuration through the REST RPC path
@@ -166,15 +166,15 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls("full", 100, 1.0, 50, 0.75, 20.0, 20000, 1500, 10000)
+        return cls("full", 100, 1.1, 40, 1.3, 20.0, 10000, 1500, 10000)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls("quick", 30, 1.0, 15, 0.75, 8.0, 4000, 300, 1000)
+        return cls("quick", 25, 1.1, 12, 1.3, 6.0, 2000, 300, 1000)
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls("tiny", 6, 2.0, 4, 1.0, 3.0, 200, 40, 40)
+        return cls("tiny", 5, 1.1, 3, 1.3, 3.0, 200, 40, 40)
 
 
 # -- the machine ------

@@ -4,7 +4,6 @@ and /proc sampling of a worker process."""
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,21 +16,15 @@ import httpx
 from bench.harness import BenchEnv, Submitter
 
 
-def poisson_arrivals(submitter: Submitter, count: int, rate: float, *, seed: int = 7,
-                     tag: str = "bench") -> list[str]:
-    """Submit ``count`` generations with exponential gaps (mean 1/rate s): the arrival
-    times are fixed in advance, so a slow request does not delay the next arrival."""
-    rng = random.Random(seed)
+def spaced_arrivals(submitter: Submitter, count: int, spacing: float, *,
+                    tag: str = "bench") -> list[str]:
+    """Submit ``count`` generations, one every ``spacing`` seconds. The arrival times are
+    fixed in advance, so a slow request does not delay the next one."""
     start = time.monotonic() + 0.2
-    offsets: list[float] = []
-    at = 0.0
-    for _ in range(count):
-        offsets.append(at)
-        at += rng.expovariate(rate)
     futures: list[Future[str]] = []
     with ThreadPoolExecutor(8, thread_name_prefix="arrive") as pool:
-        for i, offset in enumerate(offsets):
-            delay = start + offset - time.monotonic()
+        for i in range(count):
+            delay = start + i * spacing - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             futures.append(pool.submit(submitter.submit, f"{tag} {i}: a lighthouse at dawn"))

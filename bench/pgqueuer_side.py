@@ -93,6 +93,13 @@ async def _drain(dsn: str, consumers: int) -> tuple[int, float]:
             await conn.close()
 
 
+def available() -> bool:
+    """pgqueuer and asyncpg come with the ``bench`` extra, not with ``test``."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("pgqueuer", "asyncpg"))
+
+
 def drain(dsn: str, consumers: int, jobs: int) -> DrainResult:
     """Install (once), fill with ``jobs`` and drain with ``consumers`` queue managers."""
     asyncio.run(_install(dsn))

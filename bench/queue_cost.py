@@ -47,10 +47,10 @@ COMPLETE = ("select status from public.complete_job({id}, '{{\"ok\": true}}'::js
             f" true, '{WORKER_ID}');\n")
 SCRIPTS = {
     1: (f"select id as job_id from public.claim_next_job(null, '{WORKER_ID}', 300) \\gset\n"
-        + COMPLETE.format(id=":'job_id'::uuid")),
+        + COMPLETE.format(id=":job_id::uuid")),
     10: (f"select array_agg(id)::text as ids from public.claim_jobs(10, null, '{WORKER_ID}', 300)"
          " \\gset\n"
-         + "".join(COMPLETE.format(id=f"(:'ids'::uuid[])[{i}]") for i in range(1, 11))),
+         + "".join(COMPLETE.format(id=f"(:ids::uuid[])[{i}]") for i in range(1, 11))),
 }
 
 
@@ -95,7 +95,7 @@ def _pgbench(env: BenchEnv, url_db: str, batch: int, clients: int, jobs: int,
     per_client = jobs // (batch * clients)
     _refill(url_db, per_client * clients * batch)
     cmd = [str(pg_bindir() / "pgbench"), "-n", "-h", "127.0.0.1", "-p", str(env.state.pg_port),
-           "-U", "postgres", "-c", str(clients), "-j", str(min(clients, 2)), "-t",
+           "-U", "postgres", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-t",
            str(per_client), "-f", str(script), OUR_DB]
     began = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
@@ -166,7 +166,8 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
                 rows.append(_pgbench(env, ours_url, batch, clients, sizes.queue_jobs, Path(tmp)))
     for batch in (1, 10):
         rows.append(_rest(env, batch, sizes.rest_jobs))
-    theirs = [pgqueuer_side.drain(theirs_url, n, sizes.queue_jobs) for n in CLIENTS]
+    theirs = ([pgqueuer_side.drain(theirs_url, n, sizes.queue_jobs) for n in CLIENTS]
+              if pgqueuer_side.available() else [])
 
     table = Table(
         f"Claim + complete, {sizes.queue_jobs:,} jobs per SQL/pgqueuer row, "
@@ -187,7 +188,8 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         "Postgres runs with fsync on; one commit costs an fdatasync on this disk.",
         "REST rows go through the stack's PostgREST-compatible server (Python) with its "
         "Realtime WAL decoder running, as the worker's calls do.",
-        "pgqueuer clients are asyncio queue managers in one Python process; pgbench is C.",
+        "pgqueuer clients are asyncio queue managers in one Python process; pgbench is C."
+        if theirs else "pgqueuer is not installed: pip install -e '.[bench]' (make bench does).",
     ]
     ratios = Table(
         "Ratio ours / pgqueuer, jobs/s at the same client count (ours through the RPCs: a "

@@ -1,7 +1,7 @@
 """One scheduling model under spaced arrivals: the daemon (Realtime, or polling only) or the
 seed's pg_cron -> process-jobs loop, time-scaled.
 
-Arrivals are Poisson (fixed seed) through start-generation; latencies are read back from
+Arrivals come at a fixed spacing through start-generation; latencies are read back from
 the rows afterwards, as differences of server timestamps (job_queue.started_at -
 created_at, image_generations.completed_at - created_at).
 """
@@ -19,7 +19,7 @@ from bench.drive import (
     generation_rows,
     integrity,
     job_rows,
-    poisson_arrivals,
+    spaced_arrivals,
     wait_settled,
 )
 from bench.harness import DEFAULT_POLL_INTERVAL, BenchEnv, Submitter, running
@@ -101,8 +101,8 @@ class ModeRun:
         }
 
 
-def run_mode(env: BenchEnv, submitter: Submitter, mode: Mode, *, count: int, rate: float,
-             latency: float, seed: int = 7) -> ModeRun:
+def run_mode(env: BenchEnv, submitter: Submitter, mode: Mode, *, count: int, spacing: float,
+             latency: float) -> ModeRun:
     """Arrivals under one scheduling model; the queue is emptied before and after."""
     env.clear()
     env.fake.reset()
@@ -119,7 +119,7 @@ def run_mode(env: BenchEnv, submitter: Submitter, mode: Mode, *, count: int, rat
         cron.call(Tick(fired=0.0))  # warm: the first call builds the worker runtime
         cron.start()
         try:
-            gids = poisson_arrivals(submitter, count, rate, seed=seed, tag=mode.key)
+            gids = spaced_arrivals(submitter, count, spacing, tag=mode.key)
             unsettled = wait_settled(env, gids, settle_timeout)
         finally:
             cron.stop()
@@ -129,7 +129,7 @@ def run_mode(env: BenchEnv, submitter: Submitter, mode: Mode, *, count: int, rat
                             WORKER_REALTIME="true" if mode.key == "realtime" else "false")
         with running(worker, subscribed=mode.key == "realtime"):
             time.sleep(1.0)  # past the poll that follows start/subscribe
-            gids = poisson_arrivals(submitter, count, rate, seed=seed, tag=mode.key)
+            gids = spaced_arrivals(submitter, count, spacing, tag=mode.key)
             unsettled = wait_settled(env, gids, settle_timeout)
     wall = time.monotonic() - began
     run = ModeRun(mode, gids, job_rows(env, gids), generation_rows(env, gids),

@@ -14,6 +14,7 @@ job.completed log line per job across all workers), one images row per generatio
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from bench.common import Result, Sizes, Table, percentile, ratio
@@ -71,6 +72,7 @@ def _one(env: BenchEnv, workers: int, count: int) -> dict[str, Any]:
         check["jobs"] == 2 * count
     ideal = workers * DEFAULT_CONCURRENCY / LATENCY
     share = [len(p.actions("job.completed")) for p in procs]
+    load_1min = os.getloadavg()[0]
     env.clear()
     return {
         "workers": workers, "concurrency": DEFAULT_CONCURRENCY, "generations": count,
@@ -79,7 +81,7 @@ def _one(env: BenchEnv, workers: int, count: int) -> dict[str, Any]:
         "generations_per_s": {"makespan": gens_makespan, "steady": gens_steady},
         "efficiency_steady": ratio(jobs_steady, ideal),
         "efficiency_makespan": ratio(jobs_makespan, ideal),
-        "jobs_per_worker": share, "integrity": check,
+        "jobs_per_worker": share, "integrity": check, "load_average_1min_after": load_1min,
     }
 
 
@@ -93,7 +95,8 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         "burst of N x C/L x "
         f"{sizes.throughput_seconds:g} s generations",
         ["workers", "generations", "ideal gen-jobs/s", "gen-jobs/s steady", "gen-jobs/s makespan",
-         "generations/s steady", "efficiency (steady)", "jobs per worker", "dup/lost"],
+         "generations/s steady", "efficiency (steady)", "jobs per worker", "dup/lost",
+         "load 1 min"],
     )
     for r in runs:
         c = r["integrity"]
@@ -102,7 +105,7 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
                   r["generations_per_s"]["steady"], r["efficiency_steady"],
                   "/".join(str(x) for x in r["jobs_per_worker"]),
                   f"{c['duplicates_in_logs'] + c['jobs_not_completed_once']}/{c['lost']}"
-                  + (" ok" if c["ok"] else " FAILED"))
+                  + (" ok" if c["ok"] else " FAILED"), r["load_average_1min_after"])
     table.notes += [
         "efficiency = measured generate-image jobs/s / (N x C / L); the same threads also run "
         "every download (priority 1), so 1.0 is out of reach by design.",
@@ -110,6 +113,7 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         "checked in the rows (status, attempt_number, one images row) and in the workers' "
         "job.completed log lines.",
         "All workers, the stack server (REST, Realtime, Storage, fake Replicate) and Postgres "
-        "share this machine's CPUs.",
+        "share this machine's CPUs; load 1 min = the 1-minute load average right after the run "
+        "(other users' processes included).",
     ]
     return Result(NAME, TITLE, [table], {"provider_latency_s": LATENCY, "runs": runs})

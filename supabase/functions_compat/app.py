@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from functions_compat.auth import TokenVerifier
@@ -75,6 +75,10 @@ def create_app(env: Mapping[str, str] | None = None) -> Starlette:
             return error_response(404, "Requested function was not found")
         return await endpoint(request)
 
+    async def healthz(_request: Request) -> Response:
+        # The image's HEALTHCHECK probes /healthz for `run` and `functions` alike.
+        return JSONResponse({"status": "ok"})
+
     async def not_found(_request: Request) -> Response:
         return error_response(404, "Requested function was not found")
 
@@ -87,6 +91,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
+            Route("/healthz", healthz, methods=["GET"]),
             Route("/functions/v1/{name}", dispatch, methods=METHODS),
             Route("/{name}", dispatch, methods=METHODS),
             Route("/{path:path}", not_found, methods=METHODS),

@@ -90,7 +90,8 @@ begin
   for v_gen in
     select g.id, g.user_id, g.replicate_prediction_id as prediction_id
     from public.image_generations g
-    where g.status = 'processing'
+    -- queued too: a process-webhook job requeued after its worker died leaves it there.
+    where g.status in ('queued', 'processing')
       and g.replicate_prediction_id is not null
       and g.updated_at < now() - make_interval(secs => greatest(coalesce(p_older_than_seconds, 120), 0))
       and not exists (
@@ -116,7 +117,7 @@ end
 $$;
 
 comment on function public.enqueue_webhook_checks(integer, integer) is
-  'Safety net of webhook mode (service_role only): for up to p_limit generations in processing with a prediction id, no live job and no change for p_older_than_seconds, enqueue a process-webhook job {"prediction_id", "fetch": true} (dedupe key webhook:<prediction_id>) that fetches the prediction instead of waiting for a delivery. Safe to call concurrently. Returns how many were enqueued.';
+  'Safety net of webhook mode (service_role only): for up to p_limit generations in processing (or queued) with a prediction id, no live job and no change for p_older_than_seconds, enqueue a process-webhook job {"prediction_id", "fetch": true} (dedupe key webhook:<prediction_id>) that fetches the prediction instead of waiting for a delivery. Safe to call concurrently. Returns how many were enqueued.';
 
 -- cleanup_webhook_deliveries -----------------------------------------------------------------
 create or replace function public.cleanup_webhook_deliveries() returns integer
@@ -148,10 +149,9 @@ begin
     raise notice 'pg_cron is not installed: webhook schedules skipped (webhook-mode workers run the checks)';
     return;
   end if;
-  -- cron.schedule with an existing name replaces that job: re-running keeps one of each.
+  -- cron.schedule with an existing name replaces that job: re-running keeps one.
+  -- (The safety net itself runs in the webhook-mode workers, which know the configured
+  -- delay; a schedule here would also enqueue jobs for deployments that never use webhooks.)
   perform cron.schedule('cleanup-webhook-deliveries', '37 3 * * *',
     'select public.cleanup_webhook_deliveries()');
-  -- A backstop when no webhook-mode worker runs: the jobs it enqueues run on any worker.
-  perform cron.schedule('check-webhook-predictions', '*/2 * * * *',
-    'select public.enqueue_webhook_checks(300)');
 end $$;

@@ -4,7 +4,8 @@ The base image is built once from Debian's packages (docker/build-base-image.sh,
 podman's storage), the worker image from the project's Dockerfile. The container then runs
 against the session stack on the host network and must: process a generation end to end,
 report healthy through its HEALTHCHECK, and exit 0 on SIGTERM (`podman stop`) after its
-shutdown log lines, all as a non-root user.
+shutdown log lines, all as a non-root user. The same image serves the edge-function
+contracts (`functions`) and applies migrations (`migrate`).
 
 Missing tools fail the test in CI (CI=true) and skip it elsewhere: it never passes silently.
 """
@@ -23,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from supabase import ClientOptions, create_client
 
+from devstack.pg import free_port
 from devstack.stack import StackState
 from tests.support import ROOT, Fake, Picture, wait_until, worker_env
 
@@ -127,14 +131,14 @@ def image(request: pytest.FixtureRequest) -> BuiltImage:
 
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
     built = BuiltImage(IMAGE, size, build_seconds, base_seconds)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     line = (
         f"container image {IMAGE}: {size / 1e6:.0f} MB, built in {build_seconds:.0f}s "
         f"(base image step {base_seconds:.0f}s)"
     )
-    if reporter is not None:
-        reporter.write_line(f"\n{line}")
-    print(line)
+    # Shown in the test run's output (the lead quotes it), not captured with the test's.
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n{line}", flush=True)
     return built
 
 
@@ -256,7 +260,10 @@ def test_help_functions_and_migrate_run_from_the_image_as_non_root(
         podman("image", "inspect", "--format", "{{json .Config}}", image.name).stdout
     )
     assert config["Entrypoint"] == ["picture-worker"] and config["Cmd"] == ["run"]
-    assert "healthz" in " ".join(config["Healthcheck"]["Test"])
+    check = json.loads(
+        podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", image.name).stdout
+    )
+    assert check["Test"][0] == "CMD" and "/healthz" in check["Test"][-1]
 
     run = ("run", "--rm", "--no-healthcheck", "--network", "host")
     helped = podman(*run, image.name, "--help")
@@ -283,3 +290,72 @@ def test_help_functions_and_migrate_run_from_the_image_as_non_root(
     # The development stack is not part of the image.
     stack = podman(*run, image.name, "stack", "env", check=False)
     assert stack.returncode == 2 and "development tool" in stack.stderr
+
+
+def test_the_functions_command_serves_start_generation(
+    image: BuiltImage, stack_state: StackState, tmp_path: Path, quiet_queue: None
+) -> None:
+    port = free_port()
+    env = {
+        **stack_state.env(),
+        "WORKER_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env_file = tmp_path / "functions.env"
+    env_file.write_text(
+        "".join(f"{k}={v}\n" for k, v in env.items() if k.startswith(CONTAINER_ENV_PREFIXES))
+    )
+    env_file.chmod(0o600)
+    ctr = Container(f"picture-functions-test-{uuid.uuid4().hex[:8]}")
+    podman(
+        "run",
+        "--detach",
+        "--name",
+        ctr.name,
+        "--network",
+        "host",
+        "--no-healthcheck",
+        "--env-file",
+        str(env_file),
+        image.name,
+        "functions",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/functions/v1"
+
+        def serving() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.options(f"{base}/start-generation", timeout=1).status_code == 200
+            assert ctr.inspect("{{.State.Running}}") == "true", ctr.logs()[-3000:]
+            return False
+
+        wait_until(serving, 60, 0.5, message="the functions server")
+        anon = create_client(
+            stack_state.url,
+            stack_state.keys.anon_key,
+            ClientOptions(auto_refresh_token=False, persist_session=False),
+        )
+        email = f"ctr-{uuid.uuid4().hex[:12]}@example.test"
+        session = anon.auth.sign_up({"email": email, "password": "correct-horse-42"}).session
+        assert session is not None
+        response = httpx.post(
+            f"{base}/start-generation",
+            headers={"Authorization": f"Bearer {session.access_token}"},
+            json={"prompt": "a lighthouse", "model_id": "black-forest-labs/flux-schnell"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        gid = response.json()["generation_id"]
+        picture = Picture(stack_state)
+        assert picture.generation(gid)["status"] == "queued"
+        assert [j["status"] for j in picture.jobs_for(gid)] == ["pending"]
+        picture.db.rpc("cancel_generation", {"p_generation_id": gid}).execute()
+
+        podman("stop", "--time", "15", ctr.name, timeout=60)
+        assert ctr.inspect("{{.State.ExitCode}}") == "0", ctr.logs()[-3000:]
+    finally:
+        podman("rm", "--force", "--time", "0", ctr.name, check=False)

@@ -25,8 +25,8 @@ SHORT_LEASE: dict[str, Any] = {
 class Workers:
     """Worker processes started by one test; all of them are stopped (or reaped) at its end."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
+    def __init__(self, logs: Path) -> None:
+        self.log_dir = logs
         self.started: list[WorkerProcess] = []
 
     def start(self, state: StackState, *, ready: bool = True, **env: Any) -> WorkerProcess:

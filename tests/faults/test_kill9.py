@@ -126,7 +126,7 @@ def test_kill_9_in_window_then_recovery_completes_exactly_once(
     assert_completed_once(rows, [gid])
     assert predictions_by_prompt(stack_state.replicate_url, marker).total() == 1, "paid twice"
     generate = rows[gid].jobs_of("generate-image")[0]
-    download = [j for j in rows[gid].jobs_of("download-image") if j[1] == "completed"][0]
+    download = next(j for j in rows[gid].jobs_of("download-image") if j[1] == "completed")
     assert (generate[2], download[2]) == window.attempts, rows[gid]
     if window.point == "generation_completed":
         assert second.actions("image.reused"), "the retry reused the images row"

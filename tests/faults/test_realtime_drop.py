@@ -21,7 +21,7 @@ from worker.jobs import parse_ts
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue")]
 
-REFUSE_SECONDS = 8.0  # the server refuses new sockets this long after the drop
+REFUSE_SECONDS = 10.0  # the server refuses new sockets this long after the drop
 
 
 def _pickup_latency(picture: Picture, user: str, prompt: str) -> float:
@@ -74,8 +74,8 @@ def test_realtime_drop_falls_back_to_polling_and_recovers(
     wait_until(lambda: worker.actions("realtime.retry"), 10, message="the worker to notice")
     noticed = time.monotonic() - dropped_at
     assert _gauge(worker, "picture_worker_realtime_connected") == 0
-    degraded = []
-    while time.monotonic() - dropped_at < REFUSE_SECONDS - 2.0 or len(degraded) < 2:
+    degraded: list[float] = []
+    while time.monotonic() - dropped_at < REFUSE_SECONDS - 4.0 or len(degraded) < 2:
         degraded.append(_pickup_latency(picture, user, f"{marker} degraded {len(degraded)}"))
         assert len(degraded) < 8
     assert max(degraded) < 1.5, f"degraded polling (0.5 s) picked up in {degraded}"

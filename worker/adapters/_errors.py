@@ -37,6 +37,11 @@ def translate(exc: BaseException, what: str) -> Exception:
             return LeaseLost(f"{what}: {exc.message}")
         status = _status_of(exc)
         detail = f"{what} failed: {exc.message or exc.details} (code {code or 'unknown'})"
+        if code.startswith("PGRST0"):
+            # PostgREST's connection group (PGRST000-003, HTTP 503/504): the database is
+            # restarting or unreachable, or the pool is exhausted. APIError carries no HTTP
+            # status, so the code is all there is to tell this from a permanent error.
+            return RetryableError(detail)
         if code.startswith("PGRST3") or code in ("42501", "42883", "PGRST202", "PGRST205"):
             # Auth or missing schema objects: configuration, not a passing failure.
             return PermanentError(detail + " - check SUPABASE_SERVICE_ROLE_KEY and migrations")

@@ -16,6 +16,7 @@ from worker.errors import (
     JobCancelled,
     MissingGeneration,
     PredictionFailed,
+    RetryableError,
     WorkerError,
 )
 from worker.handlers.base import TERMINAL_GENERATION, JobContext, required
@@ -98,7 +99,22 @@ def _start_or_reuse(
         wait=not webhook,
     )
     # Persist at once: from here on a retry reuses this prediction instead of paying again.
-    ctx.services.generations.update(gid, {"replicate_prediction_id": prediction.id})
+    try:
+        ctx.services.generations.update(gid, {"replicate_prediction_id": prediction.id})
+    except RetryableError as exc:
+        if webhook:
+            raise  # deliveries are matched by this id: without it the result would be lost
+        # The prediction runs (and bills) whether or not its id is written; failing the
+        # attempt now would make the retry pay for a second one. Keep polling instead: the
+        # id is written with the outcome (advance_after_prediction).
+        ctx.log(
+            "prediction.unrecorded",
+            "prediction %s created but not recorded yet: %s",
+            prediction.id,
+            exc.message,
+            level=logging.WARNING,
+        )
+        return prediction
     ctx.log("prediction.created", "prediction %s created (%s)", prediction.id, prediction.status)
     return prediction
 
