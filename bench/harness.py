@@ -153,6 +153,10 @@ class BenchEnv:
     def worker(self, **env: Any) -> WorkerProcess:
         return WorkerProcess(self.state, self.log_dir, **env)
 
+    def server_pid(self) -> int:
+        """The stack server's process (REST, Realtime, Storage, Auth and the fake Replicate)."""
+        return int(self.stack.pid_file.read_text().strip())
+
     def close(self) -> None:
         if self._functions is not None:
             self._functions.stop()

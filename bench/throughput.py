@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any
 
 from bench.common import Result, Sizes, Table, percentile, ratio
-from bench.drive import integrity, wait_settled
+from bench.drive import integrity, proc_cpu_seconds, wait_settled
 from bench.harness import DEFAULT_CONCURRENCY, BenchEnv, bulk_generations, running_all
 
 NAME = "throughput"
@@ -55,8 +56,15 @@ def _one(env: BenchEnv, workers: int, count: int) -> dict[str, Any]:
     users = env.users(8)
     procs = [env.worker(WORKER_CONCURRENCY=DEFAULT_CONCURRENCY) for _ in range(workers)]
     with running_all(procs, subscribed=True):
+        pids = [p.proc.pid for p in procs if p.proc is not None]
+        cpu_before = [proc_cpu_seconds(env.server_pid()), *map(proc_cpu_seconds, pids)]
+        began = time.monotonic()
         gids = bulk_generations(env, count, users)
         unsettled = wait_settled(env, gids, 120 + count * 2.0 / workers)
+        wall = time.monotonic() - began
+        cpu_after = [proc_cpu_seconds(env.server_pid()), *map(proc_cpu_seconds, pids)]
+    server_cpu = (cpu_after[0] - cpu_before[0]) / wall
+    workers_cpu = sum(a - b for a, b in zip(cpu_after[1:], cpu_before[1:], strict=True)) / wall
     completed_ids = [e.get("job_id") for p in procs for e in p.actions("job.completed")]
     first, last_gen_job, gen_stamps = env.admin.execute(TIMES_SQL, ("generate-image", gids)
                                                         ).fetchone() or (0, 0, [])
@@ -82,6 +90,7 @@ def _one(env: BenchEnv, workers: int, count: int) -> dict[str, Any]:
         "efficiency_steady": ratio(jobs_steady, ideal),
         "efficiency_makespan": ratio(jobs_makespan, ideal),
         "jobs_per_worker": share, "integrity": check, "load_average_1min_after": load_1min,
+        "cpu_cores_busy": {"stack_server": server_cpu, "workers": workers_cpu},
     }
 
 
@@ -96,7 +105,7 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         f"{sizes.throughput_seconds:g} s generations",
         ["workers", "generations", "ideal gen-jobs/s", "gen-jobs/s steady", "gen-jobs/s makespan",
          "generations/s steady", "efficiency (steady)", "jobs per worker", "dup/lost",
-         "load 1 min"],
+         "server CPU", "workers CPU", "load 1 min"],
     )
     for r in runs:
         c = r["integrity"]
@@ -105,7 +114,8 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
                   r["generations_per_s"]["steady"], r["efficiency_steady"],
                   "/".join(str(x) for x in r["jobs_per_worker"]),
                   f"{c['duplicates_in_logs'] + c['jobs_not_completed_once']}/{c['lost']}"
-                  + (" ok" if c["ok"] else " FAILED"), r["load_average_1min_after"])
+                  + (" ok" if c["ok"] else " FAILED"), r["cpu_cores_busy"]["stack_server"],
+                  r["cpu_cores_busy"]["workers"], r["load_average_1min_after"])
     table.notes += [
         "efficiency = measured generate-image jobs/s / (N x C / L); the same threads also run "
         "every download (priority 1), so 1.0 is out of reach by design.",
@@ -113,7 +123,9 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         "checked in the rows (status, attempt_number, one images row) and in the workers' "
         "job.completed log lines.",
         "All workers, the stack server (REST, Realtime, Storage, fake Replicate) and Postgres "
-        "share this machine's CPUs; load 1 min = the 1-minute load average right after the run "
-        "(other users' processes included).",
+        "share this machine's CPUs. server CPU / workers CPU = cores kept busy during the run "
+        "(CPU seconds / wall seconds; 1.0 = one core; the stack server is one Python process, "
+        "so near 1.0 it is the bottleneck, not the workers). load 1 min = the 1-minute load "
+        "average right after the run (other users' processes included).",
     ]
     return Result(NAME, TITLE, [table], {"provider_latency_s": LATENCY, "runs": runs})

@@ -18,17 +18,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import urlparse
 
 import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from supabase import Client, ClientOptions, create_client
 
-from worker.errors import ConfigError
-from worker.settings import JOB_TYPES, describe_validation_error
+from worker.settings import JOB_TYPES, SupabaseSettings
 
 T = TypeVar("T")
 
@@ -59,39 +55,8 @@ class OpsError(Exception):
         self.exit_code = exit_code
 
 
-class OpsSettings(BaseSettings):
-    """What the operator commands need from the environment, and nothing more."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
-    )
-
-    supabase_url: str = Field(validation_alias="SUPABASE_URL")
-    supabase_service_role_key: SecretStr = Field(
-        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
-    )
-
-    @field_validator("supabase_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
-        return value.rstrip("/")
-
-    @field_validator("supabase_service_role_key")
-    @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
-
-    @classmethod
-    def load(cls, **overrides: Any) -> OpsSettings:
-        try:
-            return cls(**overrides)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(cls, exc)) from None
+# The operator commands need the project connection only, not the daemon's Replicate token.
+OpsSettings = SupabaseSettings
 
 
 def connect(settings: OpsSettings, timeout: float = 30.0) -> Operations:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -29,22 +29,62 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def _http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
+    return value.rstrip("/")
+
+
+def _not_blank(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Settings(BaseSettings):
-    """Environment variables of ``picture-worker run`` (see the README's configuration table)."""
+class SupabaseSettings(BaseSettings):
+    """The project connection: all that the operator commands need."""
 
     model_config = SettingsConfigDict(
         env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
     )
 
-    # -- Supabase ------
     supabase_url: str = Field(validation_alias="SUPABASE_URL")
     supabase_service_role_key: SecretStr = Field(
         validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
     )
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _supabase_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("supabase_service_role_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
+        return _not_blank(value)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Read and validate the environment; ``ConfigError`` names the first bad variable."""
+        try:
+            settings = cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(cls, exc)) from None
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Rules that span several variables (raise ConfigError)."""
+
+
+class Settings(SupabaseSettings):
+    """Environment variables of ``picture-worker run`` (see the README's configuration table)."""
+
     storage_bucket: str = Field("generated-images", validation_alias="WORKER_STORAGE_BUCKET")
 
     # -- Replicate ------
@@ -115,13 +155,10 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("supabase_url", "replicate_api_base_url")
+    @field_validator("replicate_api_base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
-        return value.rstrip("/")
+    def _replicate_url(cls, value: str) -> str:
+        return _http_url(value)
 
     @field_validator("webhook_url")
     @classmethod
@@ -161,28 +198,20 @@ class Settings(BaseSettings):
             raise ValueError("at least one job type")
         return value
 
-    @field_validator("supabase_service_role_key", "replicate_api_token")
+    @field_validator("replicate_api_token")
     @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+    def _token_not_blank(cls, value: SecretStr) -> SecretStr:
+        return _not_blank(value)
 
     # -- loading ------
-    @classmethod
-    def load(cls, **overrides: Any) -> Settings:
-        """Read and validate the environment; ``ConfigError`` names the first bad variable."""
-        try:
-            settings = cls(**overrides)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(cls, exc)) from None
+    def check(self) -> None:
+        settings = self
         if settings.webhook_url and settings.webhook_secret is None:
             raise ConfigError("REPLICATE_WEBHOOK_SECRET: required when WORKER_WEBHOOK_URL is set")
         if settings.heartbeat_interval >= settings.lease_seconds:
             raise ConfigError(
                 "WORKER_HEARTBEAT_INTERVAL: must be shorter than WORKER_LEASE_SECONDS"
             )
-        return settings
 
     def secrets(self) -> list[str]:
         """Secret values, for the log redaction filter."""
