@@ -162,6 +162,8 @@ class Daemon:
         while not self._stop.is_set():
             self._wake.clear()
             free = self.settings.concurrency - len(self.in_flight)
+            if any(ctx.job.suspect for ctx in self.in_flight.values()):
+                free = 0  # a suspect runs alone (see _claim)
             claimed = await self._claim(free) if free > 0 else []
             if (
                 self.once
@@ -187,11 +189,7 @@ class Daemon:
             if not types:
                 return []
         try:
-            jobs = await self._io_call(
-                lambda: self.services.queue.claim(
-                    free, types, self.worker_id, self.settings.lease_seconds
-                )
-            )
+            jobs = await self._claim_batch(free, types)
         except WorkerError as exc:
             self._claim_failures += 1
             log.warning(
@@ -213,6 +211,23 @@ class Daemon:
                 )
             self._submit(job)
         return jobs
+
+    async def _claim_batch(self, free: int, types: list[str]) -> list[Job]:
+        """Claim up to ``free`` jobs. A suspect (its last worker died holding it: maybe it
+        kills the process) is only taken by an idle worker and then runs alone, so a
+        poison job exhausts its own attempts without taking bystanders down with it."""
+        queue, lease = self.services.queue, self.settings.lease_seconds
+        if self.in_flight:
+            return await self._io_call(
+                lambda: queue.claim(free, types, self.worker_id, lease, exclude_suspects=True)
+            )
+        first = await self._io_call(lambda: queue.claim(1, types, self.worker_id, lease))
+        if not first or first[0].suspect or free == 1:
+            return first
+        more = await self._io_call(
+            lambda: queue.claim(free - 1, types, self.worker_id, lease, exclude_suspects=True)
+        )
+        return first + more
 
     def _submit(self, job: Job) -> None:
         ctx = JobContext(job, self.services, self.worker_id, self.settings.job_timeout)
@@ -320,6 +335,8 @@ class Daemon:
                 )
                 continue
             self.last_db_ok = time.monotonic()
+            if job_id not in self.in_flight:
+                continue  # finished while the heartbeat was on its way: nothing to report
             if row is None or row.get("status") == "cancelled":
                 ctx.log("job.cancel_seen", "generation cancelled; stopping the job")
                 ctx.cancel()

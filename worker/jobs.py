@@ -36,6 +36,7 @@ class Job:
     created_at: datetime | None = None
     scheduled_at: datetime | None = None
     locked_by: str | None = None
+    suspect: bool = False  # its last worker died holding it: run it alone
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -52,6 +53,8 @@ class Job:
             created_at=parse_ts(row.get("created_at")),
             scheduled_at=parse_ts(row.get("scheduled_at")),
             locked_by=row.get("locked_by"),
+            suspect=isinstance(details := row.get("error_details"), Mapping)
+            and "lease_expired_at" in details,
         )
 
     @property

@@ -33,7 +33,13 @@ class WorkerInfo:
 
 class Queue(Protocol):
     def claim(
-        self, limit: int, job_types: Sequence[str], worker_id: str, lease_seconds: int
+        self,
+        limit: int,
+        job_types: Sequence[str],
+        worker_id: str,
+        lease_seconds: int,
+        *,
+        exclude_suspects: bool = False,
     ) -> list[Job]: ...
 
     def complete(self, job_id: str, worker_id: str, result: Mapping[str, Any] | None) -> Row: ...

@@ -78,7 +78,7 @@ class Runner:
         )
         ctx.log(
             f"job.{outcome.status}",
-            "%s %s in %.3fs%s",
+            "%s %s after %.3fs%s",
             job.job_type,
             outcome.status,
             duration,

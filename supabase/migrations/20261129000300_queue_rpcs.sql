@@ -66,7 +66,8 @@ create function public.claim_jobs(
   p_limit integer,
   p_job_types text[] default null,
   p_worker_id text default null,
-  p_lease_seconds integer default 300
+  p_lease_seconds integer default 300,
+  p_exclude_suspects boolean default false
 ) returns setof public.job_queue
 language sql
 security definer
@@ -82,6 +83,11 @@ as $$
     where c.status = 'pending'
       and c.scheduled_at <= now()
       and (p_job_types is null or c.job_type = any (p_job_types))
+      -- Suspects: jobs whose last worker died holding them (requeue_stale_jobs marked
+      -- them). A worker runs them alone so a job that kills its process takes no
+      -- bystanders with it; it asks for them only when it is idle.
+      and not (coalesce(p_exclude_suspects, false)
+               and coalesce(c.error_details ? 'lease_expired_at', false))
     order by c.priority desc, c.scheduled_at, c.created_at
     limit greatest(coalesce(p_limit, 1), 0)
     for update skip locked
@@ -110,8 +116,8 @@ as $$
   select * from public.claim_jobs(1, p_job_types, p_worker_id, p_lease_seconds)
 $$;
 
-comment on function public.claim_jobs(integer, text[], text, integer) is
-  'Atomically claim up to p_limit due pending jobs (priority desc, scheduled_at, created_at) with FOR UPDATE SKIP LOCKED; each gets a lease of p_lease_seconds.';
+comment on function public.claim_jobs(integer, text[], text, integer, boolean) is
+  'Atomically claim up to p_limit due pending jobs (priority desc, scheduled_at, created_at) with FOR UPDATE SKIP LOCKED; each gets a lease of p_lease_seconds. With p_exclude_suspects, jobs whose last worker died holding them (error_details.lease_expired_at) are skipped: a busy worker leaves them to an idle one, which runs them alone.';
 comment on function public.claim_next_job(text[], text, integer) is
   'claim_jobs(1, ...). Called with no arguments it behaves like the original (variant G).';
 
@@ -266,7 +272,10 @@ begin
         and status not in ('completed', 'failed', 'cancelled');
     else
       update public.job_queue
-      set status = 'pending', scheduled_at = now(), locked_by = null, locked_until = null
+      set status = 'pending', scheduled_at = now(), locked_by = null, locked_until = null,
+          error_message = 'the worker running this job stopped responding (lease expired)',
+          error_details = coalesce(error_details, '{}'::jsonb)
+            || jsonb_build_object('lease_expired_at', now())
       where id = v_job.id;
       update public.image_generations
       set status = 'queued'
@@ -324,7 +333,7 @@ comment on function public.cancel_generation(uuid) is
 -- Grants: the queue is driven by the worker (service_role) only. The original granted
 -- enqueue_job to every signed-in user, who could then enqueue any job for any user.
 revoke all on function public.enqueue_job(text, jsonb, integer, integer, timestamptz, text) from public, anon, authenticated;
-revoke all on function public.claim_jobs(integer, text[], text, integer) from public, anon, authenticated;
+revoke all on function public.claim_jobs(integer, text[], text, integer, boolean) from public, anon, authenticated;
 revoke all on function public.claim_next_job(text[], text, integer) from public, anon, authenticated;
 revoke all on function public.complete_job(uuid, jsonb, text, jsonb, boolean, text) from public, anon, authenticated;
 revoke all on function public.heartbeat_job(uuid, text, integer) from public, anon, authenticated;
@@ -334,7 +343,7 @@ revoke all on function public.job_retry_delay(integer) from public, anon, authen
 revoke all on function public.cancel_generation(uuid) from public, anon;
 
 grant execute on function public.enqueue_job(text, jsonb, integer, integer, timestamptz, text) to service_role;
-grant execute on function public.claim_jobs(integer, text[], text, integer) to service_role;
+grant execute on function public.claim_jobs(integer, text[], text, integer, boolean) to service_role;
 grant execute on function public.claim_next_job(text[], text, integer) to service_role;
 grant execute on function public.complete_job(uuid, jsonb, text, jsonb, boolean, text) to service_role;
 grant execute on function public.heartbeat_job(uuid, text, integer) to service_role;

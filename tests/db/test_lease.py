@@ -153,3 +153,21 @@ def test_cancel_generation_cancels_pending_and_running_jobs(db: Database) -> Non
     assert db.job(pending)["status"] == "cancelled"
     assert db.job(other)["status"] == "pending"
     assert db.claim("w2", job_types=["download-image"]) is None
+
+
+def test_requeued_jobs_become_suspects_that_only_an_idle_claim_takes(db: Database) -> None:
+    poison = db.enqueue(priority=5)
+    bystander = db.enqueue()
+    assert db.claim("w1") is not None  # the poison job, by priority
+    db.expire_lease(poison)  # its worker died holding it
+    assert _requeue(db) == 1
+    details = db.job(poison)["error_details"]
+    assert "lease_expired_at" in details
+    assert "stopped responding" in db.job(poison)["error_message"]
+    # A busy worker asks without suspects: it gets the bystander, never the poison job.
+    busy = db.rpc("claim_jobs", limit=5, job_types=None, worker_id="w2", lease_seconds=60,
+                  exclude_suspects=True)
+    assert [r["id"] for r in busy] == [bystander]
+    # An idle worker asks with suspects allowed and gets it (and then runs it alone).
+    idle = db.rpc("claim_jobs", limit=1, job_types=None, worker_id="w3", lease_seconds=60)
+    assert [r["id"] for r in idle] == [poison]

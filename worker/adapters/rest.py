@@ -35,7 +35,13 @@ class SupabaseQueue:
         return self._client.rpc(name, dict(params)).execute().data
 
     def claim(
-        self, limit: int, job_types: Sequence[str], worker_id: str, lease_seconds: int
+        self,
+        limit: int,
+        job_types: Sequence[str],
+        worker_id: str,
+        lease_seconds: int,
+        *,
+        exclude_suspects: bool = False,
     ) -> list[Job]:
         # Not retried in-process: a claim whose answer is lost is recovered by the lease.
         with translated("claim_jobs"):
@@ -46,6 +52,7 @@ class SupabaseQueue:
                     "p_job_types": list(job_types),
                     "p_worker_id": worker_id,
                     "p_lease_seconds": lease_seconds,
+                    "p_exclude_suspects": exclude_suspects,
                 },
             )
         return [Job.from_row(r) for r in _rows(data)]
