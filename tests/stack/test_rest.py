@@ -182,7 +182,12 @@ def test_rpc_get_runs_read_only(stack_state: StackState, objs: RestObjects) -> N
 def test_project_queue_rpcs(svc: Any, stack_state: StackState) -> None:
     job_type = "cleanup-storage"
     payload = {"generation_id": str(uuid.uuid4()), "n": 1}
-    job_id = svc.rpc("enqueue_job", {"p_job_type": job_type, "p_payload": payload}).execute().data
+    # Top priority: jobs other tests left pending must not be claimed instead of this one.
+    job_id = (
+        svc.rpc("enqueue_job", {"p_job_type": job_type, "p_payload": payload, "p_priority": 10_000})
+        .execute()
+        .data
+    )
     assert isinstance(job_id, str) and uuid.UUID(job_id)
     claimed = (
         svc.rpc(
