@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -22,7 +23,10 @@ def _functions_app(state_env: dict[str, str]):  # type: ignore[no-untyped-def]
         from functions_compat.app import create_app as create_functions
     except ImportError:
         return None
-    return create_functions(state_env)
+    # The functions' own knobs (FUNCTIONS_*: limits, timeouts) may be set by whoever
+    # starts the stack; the project's URL and keys always come from the stack's state.
+    tuning = {k: v for k, v in os.environ.items() if k.startswith("FUNCTIONS_")}
+    return create_functions({**tuning, **state_env})
 
 
 async def serve(root: Path) -> None:

@@ -260,6 +260,9 @@ def report(
 
 def run(quick: bool, root: Path, out: Path) -> int:
     items = plan(quick)
+    # A dozen generations at once from one user: lift start-generation's per-user limit
+    # (5 by default) for the demo's stack.
+    os.environ.setdefault("FUNCTIONS_MAX_IN_FLIGHT", "50")
     stack = Stack(root)
     say("==> starting the local stack (PostgreSQL 15 + Supabase-compatible API + fake Replicate)")
     stack.reset()
