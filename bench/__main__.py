@@ -3,7 +3,7 @@
 Brings up one local stack (PostgreSQL 15 with fsync on, the Supabase-compatible server,
 the fake Replicate) in a temporary folder, runs the benchmarks on it one after another,
 prints every table, and writes ``<out>/<name>.json`` per benchmark plus ``<out>/report.md``
-(all tables as Markdown) and ``<out>/summary.json``. Everything it starts is stopped at
+(all tables as Markdown), ``<out>/summary.json`` and the workers' logs in ``<out>/logs``. Everything it starts is stopped at
 the end, also on Ctrl-C.
 """
 
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_all(names: list[str], sizes: Sizes, out: Path,
             echo: Callable[[str], None] = print) -> dict[str, Result]:
     machine = machine_info()  # load average before the stack starts
-    env = BenchEnv()
+    env = BenchEnv(log_dir=out / "logs")
     results: dict[str, Result] = {}
     failures: dict[str, str] = {}
     try:

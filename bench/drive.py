@@ -124,17 +124,32 @@ def generation_rows(env: BenchEnv, gids: list[str]) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def wait_settled(env: BenchEnv, gids: list[str], timeout: float) -> int:
-    """Wait until every generation is completed/failed/cancelled; returns how many are not."""
+class Stalled(RuntimeError):
+    """Nothing moved for too long: a broken setup (e.g. code and schema out of step)."""
+
+
+def wait_settled(env: BenchEnv, gids: list[str], timeout: float, stall: float = 60.0) -> int:
+    """Wait until every generation is completed/failed/cancelled; returns how many are not.
+    Raises ``Stalled`` when neither a generation nor one of their jobs finished for
+    ``stall`` seconds."""
     deadline = time.monotonic() + timeout
     left = len(gids)
+    progress = (-1, -1)
+    moved = time.monotonic()
     while time.monotonic() < deadline:
         row = env.admin.execute(
-            "select count(*) from public.image_generations where id = any(%s::uuid[])"
-            " and status not in ('completed', 'failed', 'cancelled')", (gids,)).fetchone()
-        left = int(row[0]) if row else len(gids)
+            "select (select count(*) from public.image_generations where id = any(%s::uuid[])"
+            "        and status not in ('completed', 'failed', 'cancelled')),"
+            "       (select count(*) from public.job_queue where status = 'completed'"
+            "        and payload ->> 'generation_id' = any(%s::text[]))", (gids, gids)).fetchone()
+        left, jobs_done = (int(row[0]), int(row[1])) if row else (len(gids), 0)
         if left == 0:
             return 0
+        if (left, jobs_done) != progress:
+            progress, moved = (left, jobs_done), time.monotonic()
+        elif time.monotonic() - moved > stall:
+            raise Stalled(f"no progress for {stall:.0f} s ({left} of {len(gids)} generations "
+                          f"unfinished); see the worker logs in {env.log_dir}")
         time.sleep(0.25)
     return left
 

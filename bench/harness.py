@@ -89,10 +89,11 @@ class FunctionsServer:
 class BenchEnv:
     """One stack for a whole benchmark run; ``close()`` stops everything it started."""
 
-    def __init__(self, *, fast: bool = False, keep: Path | None = None) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="picture-bench-")) if keep is None else keep
+    def __init__(self, *, fast: bool = False, log_dir: Path | None = None) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="picture-bench-"))
         self.root = self._tmp
-        self.log_dir = self.root / "logs"
+        self.log_dir = log_dir or self.root / "logs"  # worker and functions logs (kept there)
+        shutil.rmtree(self.log_dir, ignore_errors=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.stack = Stack(self.root / "stack", fast=fast)
         self.fast = fast

@@ -300,6 +300,7 @@ set search_path = ''
 as $$
 declare
   v_gen public.image_generations;
+  v_job_running boolean;
 begin
   select * into v_gen from public.image_generations where id = p_generation_id for update;
   if not found
@@ -312,6 +313,10 @@ begin
   if v_gen.status in ('completed', 'failed', 'cancelled') then
     return v_gen;
   end if;
+  -- A prediction runs with no job holding it only in webhook mode, while `processing`.
+  v_job_running := v_gen.status <> 'processing' or exists (
+    select 1 from public.job_queue
+    where payload ->> 'generation_id' = p_generation_id::text and status = 'processing');
   update public.image_generations
   set status = 'cancelled', completed_at = now(),
       error_message = coalesce(error_message, 'Cancelled by the user.')
@@ -323,12 +328,21 @@ begin
   set status = 'cancelled', completed_at = now(), locked_until = null
   where payload ->> 'generation_id' = p_generation_id::text
     and status in ('pending', 'processing');
+  -- Webhook mode: the prediction runs with no job holding it, so no heartbeat will notice.
+  -- Ask a worker to cancel it at the provider (process-webhook with cancel: true).
+  if v_gen.replicate_prediction_id is not null and not v_job_running then
+    perform public.enqueue_job(
+      'process-webhook',
+      jsonb_build_object('prediction_id', v_gen.replicate_prediction_id, 'cancel', true,
+                         'user_id', v_gen.user_id),
+      1, 3, now(), 'cancel:' || v_gen.replicate_prediction_id);
+  end if;
   return v_gen;
 end
 $$;
 
 comment on function public.cancel_generation(uuid) is
-  'Cancel a generation (its owner or service_role): the row becomes cancelled, its pending and running jobs cancelled.';
+  'Cancel a generation (its owner or service_role): the row becomes cancelled, its pending and running jobs cancelled; a prediction that runs with no job holding it (webhook mode) is cancelled at the provider by a process-webhook job.';
 
 -- Grants: the queue is driven by the worker (service_role) only. The original granted
 -- enqueue_job to every signed-in user, who could then enqueue any job for any user.

@@ -256,3 +256,35 @@ def test_a_polling_worker_and_a_webhook_worker_share_the_queue(
     assert len(hooks) == len(by_worker["webhook"])  # only webhook-mode predictions report
     assert polling.actions("job.completed") and hooked.actions("job.completed")
     assert hooked.actions("prediction.webhook") and not polling.actions("prediction.webhook")
+
+
+def test_a_user_cancel_in_webhook_mode_cancels_the_prediction_at_replicate(
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    webhook_env: dict[str, str],
+    log_dir: Path,
+) -> None:
+    import httpx
+
+    fake.configure(latency_seconds=30.0)
+    user = picture.create_user()
+    with running_worker(stack_state, log_dir, **webhook_env) as worker:
+        gid, _ = picture.submit(user, "cancelled while no thread holds it")
+        gen = wait_until(
+            lambda: (g := picture.generation(gid))["replicate_prediction_id"] and g,
+            20,
+            message="prediction id stored",
+        )
+        pid = gen["replicate_prediction_id"]
+        picture.db.rpc("cancel_generation", {"p_generation_id": gid}).execute()
+
+        def canceled_at_replicate() -> bool:
+            got = httpx.get(f"{stack_state.replicate_url}/predictions/{pid}",
+                            headers={"Authorization": "Bearer r8_local_fake_token"}, timeout=10)
+            return bool(got.json()["status"] == "canceled")
+
+        wait_until(canceled_at_replicate, 20, message="prediction canceled at the provider")
+        wait_until(lambda: worker.actions("prediction.cancelled"), 10, message="worker log")
+    assert picture.generation(gid)["status"] == "cancelled"
+    assert fake.stats()["cancels"] == 1

@@ -41,6 +41,8 @@ ALREADY_ADVANCED = ("downloading", "completed", "failed", "cancelled")
 
 def handle(ctx: JobContext) -> Mapping[str, Any]:
     payload = ctx.job.payload
+    if payload.get("cancel"):
+        return _cancel(ctx, required(payload, "prediction_id"))
     prediction = _delivered(ctx, payload)
     source = "delivery" if prediction is not None else "fetch"
     if prediction is None:
@@ -51,6 +53,19 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
             return _gone(ctx, pid, exc.message)
     result = _advance(ctx, prediction, source)
     return {"prediction_id": prediction.id, "source": source, **result}
+
+
+def _cancel(ctx: JobContext, prediction_id: str) -> Mapping[str, Any]:
+    """The user cancelled a generation whose prediction runs with no job holding it
+    (webhook mode; cancel_generation enqueued this): stop paying for it."""
+    try:
+        prediction = ctx.services.model.cancel_prediction(prediction_id)
+    except InvalidInput as exc:  # 404/422: Replicate no longer knows it, nothing to stop
+        return {"prediction_id": prediction_id, "cancel": "skipped", "reason": exc.message}
+    ctx.log(
+        "prediction.cancelled", "prediction %s cancelled (%s)", prediction_id, prediction.status
+    )
+    return {"prediction_id": prediction_id, "cancel": str(prediction.status)}
 
 
 # -- where the prediction comes from ------
