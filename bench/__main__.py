@@ -3,7 +3,7 @@
 Brings up one local stack (PostgreSQL 15 with fsync on, the Supabase-compatible server,
 the fake Replicate) in a temporary folder, runs the benchmarks on it one after another,
 prints every table, and writes ``<out>/<name>.json`` per benchmark plus ``<out>/report.md``
-(all tables as Markdown), ``<out>/summary.json`` and the workers' logs in ``<out>/logs``. Everything it starts is stopped at
+(the tables of every ``<name>.json`` in ``<out>`` as Markdown), ``<out>/summary.json`` and the workers' logs in ``<out>/logs``. Everything it starts is stopped at
 the end, also on Ctrl-C.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import e2e, pickup, queue_cost, resources, throughput
-from bench.common import ROOT, Result, Sizes, machine_info, machine_line, write_json
+from bench.common import ROOT, Result, Sizes, Table, machine_info, machine_line, write_json
 from bench.harness import BenchEnv
 
 BENCHMARKS: dict[str, ModuleType] = {
@@ -67,12 +67,8 @@ def run_all(names: list[str], sizes: Sizes, out: Path,
             echo(f"({result.seconds:.0f} s; {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})\n")
     finally:
         env.close()
-    report = [f"Run: `python -m bench{' --quick' if sizes.label == 'quick' else ''}` "
-              f"({sizes.label} sizes). Machine: {machine_line(machine)}.", ""]
-    for result in results.values():
-        report += [f"## {result.title}", "", result.markdown(), ""]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text("\n".join(report))
+    (out / "report.md").write_text(render_report(out))
     (out / "summary.json").write_text(json.dumps({
         "machine": machine, "sizes": sizes.label,
         "seconds": {n: round(r.seconds, 1) for n, r in results.items()},
@@ -81,6 +77,25 @@ def run_all(names: list[str], sizes: Sizes, out: Path,
     if failures:
         raise RuntimeError(f"benchmarks failed: {', '.join(sorted(failures))}")
     return results
+
+
+def render_report(out: Path) -> str:
+    """Every ``<out>/<name>.json`` present (this run's and earlier ``--only`` runs') as one
+    Markdown page, each section with its own run conditions."""
+    lines: list[str] = []
+    for name in BENCHMARKS:
+        path = out / f"{name}.json"
+        if not path.exists():
+            continue
+        doc = json.loads(path.read_text())
+        sizes = doc.get("conditions", {}).get("sizes", {}).get("label", "?")
+        lines += [f"## {doc['title']}", "",
+                  f"Sizes: {sizes}; {doc.get('seconds')} s. Machine: "
+                  f"{machine_line(doc.get('machine', {}))}.", ""]
+        for table in doc.get("tables", []):
+            t = Table(table["title"], table["columns"], table["rows"], table["notes"])
+            lines += [t.markdown(), ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,19 +162,20 @@ class Sizes:
     throughput_seconds: float  # ideal busy time per worker count
     queue_jobs: int  # jobs per configuration of the queue-cost runs (pgbench and pgqueuer)
     rest_jobs: int  # jobs per configuration through the REST RPC path
+    history_rows: int  # completed jobs in the table for the queue-cost "history" rows
     resource_jobs: int  # jobs of the resource run (two per generation)
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls("full", 100, 1.1, 40, 1.3, 20.0, 10000, 1500, 10000)
+        return cls("full", 100, 1.1, 40, 1.3, 20.0, 10000, 1500, 100000, 10000)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls("quick", 25, 1.1, 12, 1.3, 6.0, 2000, 300, 1000)
+        return cls("quick", 25, 1.1, 12, 1.3, 6.0, 2000, 300, 20000, 1000)
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls("tiny", 5, 1.1, 3, 1.3, 3.0, 200, 40, 40)
+        return cls("tiny", 5, 1.1, 3, 1.3, 3.0, 200, 40, 1000, 40)
 
 
 # -- the machine ------

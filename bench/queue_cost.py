@@ -65,9 +65,18 @@ def _create_database(env: BenchEnv, name: str, setup: bool) -> str:
     return f"postgresql://postgres@127.0.0.1:{env.state.pg_port}/{name}"
 
 
-def _refill(url: str, jobs: int) -> None:
+def _refill(url: str, jobs: int, history: int = 0) -> None:
+    """Exactly ``jobs`` pending jobs, plus ``history`` completed ones (a day old) when asked:
+    finished history stays in job_queue for 7 days in production."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("delete from public.job_queue")
+        conn.execute(
+            "insert into public.job_queue (job_type, payload, status, attempt_number, result,"
+            "  started_at, completed_at, created_at)"
+            " select 'generate-image', %s || jsonb_build_object('generation_id', gen_random_uuid()),"
+            "  'completed', 1, '{\"history\": true}', now() - interval '1 day',"
+            "  now() - interval '1 day', now() - interval '1 day'"
+            " from generate_series(1, %s)", (Jsonb(PAYLOAD), history))
         conn.execute(
             "insert into public.job_queue (job_type, payload)"
             " select 'generate-image', %s || jsonb_build_object('generation_id', gen_random_uuid())"
@@ -75,25 +84,30 @@ def _refill(url: str, jobs: int) -> None:
         conn.execute("vacuum analyze public.job_queue")
 
 
-def _check(url: str, jobs: int) -> dict[str, Any]:
+def _check(url: str, jobs: int, pending_left: int = 0) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "select count(*) filter (where status = 'completed' and attempt_number = 1),"
+            "select count(*) filter (where status = 'completed' and attempt_number = 1"
+            "                        and result ? 'ok'),"
             " count(*) filter (where status = 'processing'),"
             " count(*) filter (where status = 'pending'),"
             " count(*) filter (where attempt_number > 1) from public.job_queue").fetchone()
     assert row is not None
     done, processing, pending, reclaimed = (int(x) for x in row)
     return {"completed_once": done, "processing": processing, "pending": pending,
-            "reclaimed": reclaimed, "ok": done == jobs and processing == 0 and reclaimed == 0}
+            "reclaimed": reclaimed,
+            "ok": done == jobs and processing == 0 and reclaimed == 0 and pending == pending_left}
 
 
 def _pgbench(env: BenchEnv, url_db: str, batch: int, clients: int, jobs: int,
-             script_dir: Path) -> dict[str, Any]:
+             script_dir: Path, *, history: int = 0, backlog: int = 0) -> dict[str, Any]:
+    """pgbench over exactly ``jobs`` jobs; ``backlog`` more stay pending behind them and
+    ``history`` completed rows sit in the table."""
     script = script_dir / f"claim{batch}.sql"
     script.write_text(SCRIPTS[batch])
     per_client = jobs // (batch * clients)
-    _refill(url_db, per_client * clients * batch)
+    processed = per_client * clients * batch
+    _refill(url_db, processed + backlog, history)
     cmd = [str(pg_bindir() / "pgbench"), "-n", "-h", "127.0.0.1", "-p", str(env.state.pg_port),
            "-U", "postgres", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-t",
            str(per_client), "-f", str(script), OUR_DB]
@@ -105,10 +119,10 @@ def _pgbench(env: BenchEnv, url_db: str, batch: int, clients: int, jobs: int,
     if out.returncode != 0 or tps is None:
         raise RuntimeError(f"pgbench failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     cycles_per_s = float(tps.group(1))
-    return {"path": "SQL (pgbench)", "batch": batch, "clients": clients,
-            "jobs": per_client * clients * batch, "cycles_per_s": cycles_per_s,
+    return {"path": "SQL (pgbench)", "batch": batch, "clients": clients, "history": history,
+            "backlog": backlog, "jobs": processed, "cycles_per_s": cycles_per_s,
             "jobs_per_s": cycles_per_s * batch, "latency_ms": float(lat.group(1)) if lat else None,
-            "wall_s": wall, "integrity": _check(url_db, per_client * clients * batch)}
+            "wall_s": wall, "integrity": _check(url_db, processed, backlog)}
 
 
 def _rest(env: BenchEnv, batch: int, jobs: int) -> dict[str, Any]:
@@ -152,6 +166,7 @@ def _rest(env: BenchEnv, batch: int, jobs: int) -> dict[str, Any]:
     with psycopg.connect(main_url, autocommit=True) as conn:
         conn.execute("delete from public.job_queue")
     return {"path": "REST RPC (supabase-py)", "batch": batch, "clients": REST_THREADS,
+            "history": 0, "backlog": 0,
             "jobs": done, "cycles_per_s": done / batch / seconds, "jobs_per_s": done / seconds,
             "latency_ms": None, "wall_s": seconds, "integrity": check}
 
@@ -164,6 +179,12 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         for batch in (1, 10):
             for clients in CLIENTS:
                 rows.append(_pgbench(env, ours_url, batch, clients, sizes.queue_jobs, Path(tmp)))
+        # The table's state matters: a week of finished history, a backlog, a burst.
+        for history, backlog in ((sizes.history_rows, sizes.queue_jobs),
+                                 (0, 5 * sizes.queue_jobs)):
+            for batch in (1, 10):
+                rows.append(_pgbench(env, ours_url, batch, 1, max(100, sizes.queue_jobs // 20),
+                                     Path(tmp), history=history, backlog=backlog))
     for batch in (1, 10):
         rows.append(_rest(env, batch, sizes.rest_jobs))
     theirs = ([pgqueuer_side.drain(theirs_url, n, sizes.queue_jobs) for n in CLIENTS]
@@ -172,20 +193,27 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
     table = Table(
         f"Claim + complete, {sizes.queue_jobs:,} jobs per SQL/pgqueuer row, "
         f"{sizes.rest_jobs:,} per REST row",
-        ["path", "claim", "clients", "jobs", "cycles/s", "jobs/s", "latency ms", "exactly once"],
+        ["path", "claim", "clients", "history rows", "backlog", "jobs", "cycles/s", "jobs/s",
+         "latency ms", "exactly once"],
     )
     for r in rows:
         table.add(r["path"], "single" if r["batch"] == 1 else f"batch {r['batch']}",
-                  r["clients"], r["jobs"], r["cycles_per_s"], r["jobs_per_s"], r["latency_ms"],
+                  r["clients"], r["history"], r["backlog"], r["jobs"], r["cycles_per_s"],
+                  r["jobs_per_s"],
+                  r["latency_ms"],
                   bool(r["integrity"]["ok"]))
     for d in theirs:
         table.add("pgqueuer (asyncpg, QueueManager drain)", f"batch {pgqueuer_side.BATCH}",
-                  d.consumers, d.processed, d.jobs_per_s / pgqueuer_side.BATCH, d.jobs_per_s,
+                  d.consumers, 0, 0, d.processed, d.jobs_per_s / pgqueuer_side.BATCH,
+                  d.jobs_per_s,
                   None, d.processed == d.jobs)
     table.notes += [
         "cycle = one claim call and the completes of what it returned; ours completes each "
         "job in its own transaction (complete_job), as the worker does.",
         "Postgres runs with fsync on; one commit costs an fdatasync on this disk.",
+        "history rows: completed jobs left in job_queue (production keeps them 7 days); "
+        "backlog: pending jobs still waiting behind the ones the run claims. The other SQL rows "
+        "start from a table holding exactly the run's own jobs.",
         "REST rows go through the stack's PostgREST-compatible server (Python) with its "
         "Realtime WAL decoder running, as the worker's calls do.",
         "pgqueuer clients are asyncio queue managers in one Python process; pgbench is C."
@@ -198,9 +226,9 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
     )
     for d in theirs:
         single = next(r for r in rows if r["batch"] == 1 and r["clients"] == d.consumers
-                      and r["path"].startswith("SQL"))
+                      and r["path"].startswith("SQL") and not r["history"])
         batched = next(r for r in rows if r["batch"] == 10 and r["clients"] == d.consumers
-                       and r["path"].startswith("SQL"))
+                       and r["path"].startswith("SQL") and not r["history"])
         ratios.add(d.consumers, d.jobs_per_s, ratio(single["jobs_per_s"], d.jobs_per_s),
                    ratio(batched["jobs_per_s"], d.jobs_per_s))
     return Result(NAME, TITLE, [table, ratios], {
