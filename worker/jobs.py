@@ -79,3 +79,21 @@ class Job:
             "attempt": self.attempt_number,
             "generation_id": self.generation_id,
         }
+
+
+def enqueue_params(
+    job_type: str,
+    payload: Mapping[str, Any],
+    *,
+    priority: int = 0,
+    max_attempts: int = 3,
+    dedupe_key: str | None = None,
+) -> dict[str, Any]:
+    """The named arguments of the ``enqueue_job`` RPC (the daemon and the CLI both call it)."""
+    return {
+        "p_job_type": job_type,
+        "p_payload": dict(payload),
+        "p_priority": priority,
+        "p_max_attempts": max_attempts,
+        "p_dedupe_key": dedupe_key,
+    }

@@ -24,6 +24,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
 from supabase import Client, ClientOptions, create_client
 
+from worker.jobs import enqueue_params
 from worker.settings import JOB_TYPES, SupabaseSettings
 
 T = TypeVar("T")
@@ -270,13 +271,9 @@ class Operations:
         max_attempts: int = 3,
         dedupe_key: str | None = None,
     ) -> str:
-        params = {
-            "p_job_type": job_type,
-            "p_payload": dict(payload),
-            "p_priority": priority,
-            "p_max_attempts": max_attempts,
-            "p_dedupe_key": dedupe_key,
-        }
+        params = enqueue_params(
+            job_type, payload, priority=priority, max_attempts=max_attempts, dedupe_key=dedupe_key
+        )
         job_id = self._rpc("enqueue_job", params)
         if not isinstance(job_id, str):
             raise OpsError(f"enqueue_job returned {job_id!r} instead of a job id")

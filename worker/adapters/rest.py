@@ -15,7 +15,7 @@ from supabase import Client
 
 from worker.adapters._errors import call, translated
 from worker.errors import RetryableError
-from worker.jobs import Job, parse_ts
+from worker.jobs import Job, enqueue_params, parse_ts
 from worker.ports import Row, WorkerInfo
 
 
@@ -98,13 +98,9 @@ class SupabaseQueue:
         max_attempts: int = 3,
         dedupe_key: str | None = None,
     ) -> str:
-        params = {
-            "p_job_type": job_type,
-            "p_payload": dict(payload),
-            "p_priority": priority,
-            "p_max_attempts": max_attempts,
-            "p_dedupe_key": dedupe_key,
-        }
+        params = enqueue_params(
+            job_type, payload, priority=priority, max_attempts=max_attempts, dedupe_key=dedupe_key
+        )
         data = call("enqueue_job", lambda: self._rpc("enqueue_job", params))
         if not isinstance(data, str):
             raise RetryableError(f"enqueue_job returned {data!r} instead of a job id")
