@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from devstack.stack import Stack, StackState
+from tests.support import Fake, Picture
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,36 @@ def admin_conn(stack_state: StackState) -> Iterator[psycopg.Connection]:
 @pytest.fixture
 def unique_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.test"
+
+
+# -- fixtures shared by the suites that run workers against the session stack ------
+@pytest.fixture
+def picture(stack_state: StackState) -> Picture:
+    return Picture(stack_state)
+
+
+@pytest.fixture
+def fake(stack_state: StackState) -> Iterator[Fake]:
+    """The fake Replicate's control API, reset before and after the test."""
+    f = Fake(stack_state)
+    f.reset()
+    yield f
+    f.reset()
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
+    """Start from an empty queue so a test's workers only see that test's jobs."""
+    admin_conn.execute("delete from public.job_queue")
+    yield
+    admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")
 
 
 def pytest_configure(config: pytest.Config) -> None:

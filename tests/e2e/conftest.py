@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from tests.integration.conftest import fake, log_dir, picture, quiet_queue, status_log
+from tests.integration.conftest import status_log
 
-__all__ = ["fake", "log_dir", "picture", "quiet_queue", "status_log"]
+__all__ = ["status_log"]
 
 PASSWORD = "correct-horse-battery-42"
 FAILURES = ("failed", "cancelled")

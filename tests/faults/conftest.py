@@ -1,4 +1,5 @@
-"""Fixtures of the fault suite: the integration fixtures plus gates and a worker pool."""
+"""Fixtures of the fault suite: gates and a worker pool (picture, fake, log_dir and
+quiet_queue come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 
 from devstack.stack import StackState
 from tests.faults.gates import INSTALL, UNINSTALL, Gates
-from tests.integration.conftest import fake, log_dir, picture, quiet_queue  # noqa: F401
 from tests.support import WorkerProcess
 
 # A lease a test can wait out: a killed worker's jobs come back within ~6 s.
@@ -42,7 +42,7 @@ class Workers:
 
 
 @pytest.fixture
-def workers(log_dir: Path) -> Iterator[Workers]:  # noqa: F811
+def workers(log_dir: Path) -> Iterator[Workers]:
     pool = Workers(log_dir)
     try:
         yield pool

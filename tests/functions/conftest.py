@@ -30,7 +30,7 @@ from supabase import Client, ClientOptions, create_client
 
 from devstack.pg import free_port
 from devstack.stack import StackState
-from tests.support import ROOT, Fake, worker_env
+from tests.support import ROOT, worker_env
 
 PASSWORD = "correct-horse-battery-42"
 FLUX = "black-forest-labs/flux-schnell"
@@ -203,14 +203,6 @@ def row(conn: psycopg.Connection, query: str, *params: Any) -> dict[str, Any]:
         found = cur.execute(query.encode(), params).fetchone()
     assert found is not None, query
     return dict(found)
-
-
-@pytest.fixture
-def fake(stack_state: StackState) -> Iterator[Fake]:
-    f = Fake(stack_state)
-    f.reset()
-    yield f
-    f.reset()
 
 
 @pytest.fixture

@@ -1,41 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-
-from devstack.stack import StackState
-from tests.support import Fake, Picture
-
-
-@pytest.fixture
-def picture(stack_state: StackState) -> Picture:
-    return Picture(stack_state)
-
-
-@pytest.fixture
-def fake(stack_state: StackState) -> Iterator[Fake]:
-    f = Fake(stack_state)
-    f.reset()
-    yield f
-    f.reset()
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
-    """Start from an empty queue so a test's workers only see that test's jobs."""
-    admin_conn.execute("delete from public.job_queue")
-    yield
-    admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")
 
 
 @pytest.fixture

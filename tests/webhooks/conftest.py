@@ -4,7 +4,7 @@
   Standard Webhooks scheme, not the project's) and POSTs them to the stack's
   ``/functions/v1/replicate-webhook``.
 - ``webhook_env``: the worker's environment for webhook mode on the stack.
-- ``picture``, ``fake``, ``log_dir``, ``quiet_queue``: as in the integration tests.
+- ``fake``: the shared fixture (tests/conftest.py), configured with the stack's webhook secret.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from devstack.stack import StackState
-from tests.support import Fake, Picture
+from tests.support import Fake
 
 TOKEN = "r8_local_fake_token"
 
@@ -97,11 +95,6 @@ def webhook_env(stack_state: StackState) -> dict[str, str]:
 
 
 @pytest.fixture
-def picture(stack_state: StackState) -> Picture:
-    return Picture(stack_state)
-
-
-@pytest.fixture
 def fake(stack_state: StackState) -> Iterator[Fake]:
     f = Fake(stack_state)
     f.reset()
@@ -109,21 +102,6 @@ def fake(stack_state: StackState) -> Iterator[Fake]:
     f.configure(webhook_secret=stack_state.webhook_secret, webhook_retry_base_seconds=0.05)
     yield f
     f.reset()
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
-    """Start from an empty queue so a test's workers only see that test's jobs."""
-    admin_conn.execute("delete from public.job_queue")
-    yield
-    admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")
 
 
 def create_prediction(state: StackState, prompt: str, **body: Any) -> dict[str, Any]:
