@@ -20,7 +20,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/venv
 WORKDIR /src
 # The dependencies get a layer of their own: it is rebuilt only when pyproject.toml changes.
-# Runtime dependencies only: not the `stack` and `test` extras.
+# Runtime dependencies only: not the `test` extra, and never the development distribution
+# (dev/: the local stack, the demo, the benchmarks), which the build context does not hold.
 # Behind a TLS-intercepting proxy, hand pip the proxy's CA bundle as a build secret (it
 # never enters a layer): --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt
 COPY pyproject.toml ./
@@ -31,15 +32,11 @@ print('\n'.join(p['project']['dependencies']))" > /tmp/requirements.txt \
  && /opt/venv/bin/pip install -r /tmp/requirements.txt
 COPY README.md ./
 COPY worker ./worker
-COPY devstack ./devstack
 COPY supabase/functions_compat ./supabase/functions_compat
-# The local development stack (devstack) is packaged with the project but is no part of a
-# deployment: drop it, so `picture-worker stack` says so instead of half-working. pip and
-# setuptools are not needed at run time either.
+# pip and setuptools are not needed at run time.
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
  && /opt/venv/bin/pip install --no-deps . \
- && rm -rf /opt/venv/lib/python3*/site-packages/devstack \
  && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
 
 # -- runtime -----------------------------------------------------------------------------

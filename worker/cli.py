@@ -6,8 +6,8 @@ environment or wires concrete classes together.
     picture-worker functions           serve the edge-function HTTP contracts (functions_compat)
     picture-worker status|retry|requeue|enqueue|cancel    operations (see `--help` of each)
     picture-worker migrate             apply supabase/migrations to DATABASE_URL
-    picture-worker stack up|env|down|reset                the local development stack
-    picture-worker demo                the end-to-end demo on the local stack
+    picture-worker stack|demo          the local stack and the demo, registered by the
+                                       development distribution (dev/) when it is installed
 """
 
 from __future__ import annotations
@@ -194,48 +194,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- stack ------
-def cmd_stack(args: argparse.Namespace) -> int:
-    try:
-        from devstack.stack import Stack
-    except ImportError:
-        return _fail("the local stack is a development tool: pip install 'picture-worker[stack]'")
-    stack = Stack(Path(args.root))
-    try:
-        if args.action == "up":
-            state = stack.up(log=lambda m: print(m, file=sys.stderr, flush=True))
-            _print_env(state.env())
-        elif args.action == "env":
-            _print_env(stack.state().env())
-        elif args.action == "down":
-            stack.down()
-            print("stack stopped", file=sys.stderr)
-        elif args.action == "reset":
-            stack.reset()
-            print(f"stack removed ({args.root})", file=sys.stderr)
-    except RuntimeError as exc:
-        return _fail(str(exc), 1)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from devstack import demo
-    except ImportError:
-        return _fail("the demo needs the local stack: pip install 'picture-worker[stack]'")
-    try:
-        return demo.run(args.quick, Path(args.root), Path(args.out))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # one line, never a trace: the stack log has the details
-        return _fail(f"demo failed: {type(exc).__name__}: {exc}", 1)
-
-
-def _print_env(env: dict[str, str]) -> None:
-    for key, value in env.items():
-        print(f"export {key}={value}")
-
-
 # -- parser ------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -267,34 +225,44 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--dry-run", action="store_true", help="list what would be applied")
     mig.set_defaults(func=cmd_migrate)
 
-    stack = sub.add_parser("stack", help="the local Supabase-compatible stack (development)")
-    stack.add_argument("action", choices=["up", "env", "down", "reset"])
-    stack.add_argument("--root", default=".stack", help="state folder (default: .stack)")
-    stack.set_defaults(func=cmd_stack)
-
-    demo = sub.add_parser(
-        "demo",
-        help="run the end-to-end demo on the local stack",
-        description="Start the local stack and the daemon, submit a dozen "
-        "generations, show progress and a timing table, stop everything.",
-    )
-    demo.add_argument("--quick", action="store_true", help="five generations, shorter latency")
-    demo.add_argument(
-        "--root", default=".stack/demo", help="stack state folder (default .stack/demo)"
-    )
-    demo.add_argument(
-        "--out", default="demo-output", help="where images are saved (default demo-output)"
-    )
-    demo.set_defaults(func=cmd_demo)
-
     from worker import commands
 
     commands.register(sub)
+    _register_plugins(sub)
     return parser
+
+
+PLUGIN_GROUP = "picture_worker.commands"
+
+
+def _register_plugins(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands of other installed distributions (the development distribution adds
+    ``stack`` and ``demo``): each entry point is a callable taking the subparsers."""
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            register = entry.load()
+        except ImportError as exc:  # a half-installed plugin must not break the product
+            log.debug("command plugin %s not loaded: %s", entry.name, exc)
+            continue
+        register(sub)
+
+
+# Commands the development distribution (dev/) registers; named here only to say so when a
+# runtime install (the Docker image) is asked for one.
+DEV_COMMANDS = ("stack", "demo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and argv[0] in DEV_COMMANDS and argv[0] not in sub.choices:
+        return _fail(
+            f"`{argv[0]}` is a development tool, not part of this install: "
+            "install the development distribution (pip install -e ./dev) from a checkout"
+        )
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

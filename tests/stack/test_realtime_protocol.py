@@ -22,10 +22,9 @@ from websockets.exceptions import InvalidStatus
 
 from devstack.context import StackContext
 from devstack.pg import free_port
-from devstack.realtime import RealtimeHub
-from devstack.realtime_server import protocol
-from devstack.realtime_server.bindings import BindingError, RowFilter, binding_id, parse_filter
-from devstack.realtime_server.changes import format_commit_timestamp, wal2json_table
+from devstack.realtime import RealtimeHub, protocol
+from devstack.realtime.bindings import BindingError, RowFilter, binding_id, parse_filter
+from devstack.realtime.changes import format_commit_timestamp, wal2json_table
 from devstack.stack import StackState
 from tests.stack.realtime_support import create_generation, create_user
 

@@ -1,1 +1,0 @@
-"""GoTrue subset served under ``/auth/v1`` (see :mod:`devstack.auth`)."""
