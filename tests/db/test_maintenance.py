@@ -11,6 +11,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from devstack.pg import SUPERUSER, PgCluster
+from tests.db.conftest import require_extension
 from tests.db.dbkit import Database
 from worker import migrate
 
@@ -75,8 +76,7 @@ def cron_db(pg_cluster: PgCluster, template_db: Database) -> Iterator[Database]:
     """The cluster's own ``postgres`` database (where pg_cron runs), deployed with the
     legacy edge-function schedules, then migrated. (``template_db`` first: it creates the
     cluster-wide roles.)"""
-    if not pg_cluster.has_pg_cron:
-        pytest.skip("pg_cron is not installed on this machine")
+    require_extension(pg_cluster, "pg_cron")
     pg_cluster.bootstrap(dbname="postgres")
     db = Database(pg_cluster, "postgres")
     with db.connect("postgres") as conn:
