@@ -26,6 +26,7 @@ from devstack.context import StackContext
 def create_app(ctx: StackContext) -> Starlette:
     hub = realtime.RealtimeHub(ctx)
     ctx.extras["realtime"] = hub
+    rest_api = rest.RestApp(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -37,11 +38,13 @@ def create_app(ctx: StackContext) -> Starlette:
         )
         await ctx.api_pool.open(wait=True)
         await ctx.admin_pool.open(wait=True)
+        await rest_api.start()
         await hub.start()
         try:
             yield
         finally:
             await hub.stop()
+            await rest_api.stop()
             await ctx.api_pool.close()
             await ctx.admin_pool.close()
 
@@ -60,7 +63,7 @@ def create_app(ctx: StackContext) -> Starlette:
     return Starlette(
         routes=[
             Route("/health", health),
-            Mount("/rest/v1", app=rest.create_app(ctx)),
+            Mount("/rest/v1", app=rest.create_app(rest_api)),
             Mount("/storage/v1", app=storage.create_app(ctx)),
             Mount("/auth/v1", app=auth.create_app(ctx)),
             WebSocketRoute("/realtime/v1/websocket", hub.websocket_endpoint),

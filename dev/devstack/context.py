@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp
 
 from devstack.keys import StackKeys
+from devstack.settings import StackSettings
 
 
 @dataclass
@@ -20,6 +21,7 @@ class StackContext:
     storage_root: Path  # object bytes live here, metadata in storage.objects
     dbname: str = "postgres"
     functions_app: ASGIApp | None = None
+    settings: StackSettings = field(default_factory=StackSettings.from_env)
     # Connection pools, opened by the app's lifespan:
     #   api   - as `authenticator`, like PostgREST: each request does SET LOCAL ROLE
     #   admin - as the superuser, for what Supabase's own services do (GoTrue, Storage)

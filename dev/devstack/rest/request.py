@@ -28,6 +28,11 @@ select set_config('role', %(role)s, true),
        set_config('transaction_read_only', %(read_only)s, true)
 """
 
+# The impersonated role's own settings (ALTER ROLE ... SET), as PostgREST applies them.
+SET_ROLE_SETTINGS = """
+select set_config(name, value, true) from unnest(%s::text[], %s::text[]) as s(name, value)
+"""
+
 
 @dataclass(frozen=True)
 class Auth:
