@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from devstack.stack import Stack, StackState
-from tests.support import Fake, Picture
+from tests.support import Fake, Picture, StackControl
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +73,17 @@ def fake(stack_state: StackState) -> Iterator[Fake]:
     f.reset()
     yield f
     f.reset()
+
+
+@pytest.fixture
+def control(stack_state: StackState) -> Iterator[StackControl]:
+    """The stack's switches and gateway faults; both back to the defaults after the test."""
+    c = StackControl(stack_state)
+    defaults = c.settings()
+    c.reset_faults()
+    yield c
+    c.reset_faults()
+    c.settings(**defaults)
 
 
 @pytest.fixture

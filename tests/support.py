@@ -5,6 +5,8 @@
 - ``Picture``: creates users and generations the way the app does (through the stack's
   REST API with the service key: insert the row, ``enqueue_job``), and reads them back.
 - ``fake``: the fake Replicate's control API.
+- ``StackControl``: the stack's own control API (``/_stack``): its switches and the gateway's
+  faults on demand.
 """
 
 from __future__ import annotations
@@ -308,3 +310,32 @@ class Fake:
 
     def stats(self) -> Mapping[str, Any]:
         return dict(httpx.get(f"{self.base}/_fake/stats", timeout=5).json())
+
+
+class StackControl:
+    """The stack's control API (devstack.admin): switches and gateway faults."""
+
+    def __init__(self, state: StackState) -> None:
+        self.base = f"{state.url}/_stack"
+        self.headers = {"Authorization": f"Bearer {state.keys.service_role_key}"}
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        res = httpx.request(method, f"{self.base}{path}", json=body, headers=self.headers,
+                            timeout=10)
+        res.raise_for_status()
+        return res.json()
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        """Change some switches (none: read them); returns all of them."""
+        return dict(self._call("POST", "/settings", changes))
+
+    def faults(self, *rules: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+        """Replace the gateway's fault rules (see devstack.gateway.faults)."""
+        return dict(self._call("POST", "/faults", {"rules": list(rules), "seed": seed}))
+
+    def fault_counts(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/faults"))
+
+    def reset_faults(self) -> dict[str, Any]:
+        """Remove every rule; returns the counts they reached."""
+        return dict(self._call("DELETE", "/faults"))

@@ -48,6 +48,8 @@ async def serve(root: Path) -> None:
             ws="websockets",
             lifespan="on",
             timeout_graceful_shutdown=2,
+            # Long URLs must reach the gateway, which answers Kong's 414 past url_limit.
+            h11_max_incomplete_event_size=1024 * 1024,
         )
     )
     fake = uvicorn.Server(

@@ -5,6 +5,9 @@
 /auth/v1                GoTrue subset               (devstack.auth)
 /realtime/v1/websocket  Phoenix channels            (devstack.realtime)
 /functions/v1/<name>    functions_compat, when mounted
+/_stack                 the stack's control API (devstack.admin): switches, faults
+
+The gateway (devstack.gateway, Kong's part on Supabase) wraps them all.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from devstack import auth, realtime, rest, storage
+from devstack import admin, auth, realtime, rest, storage
 from devstack.context import StackContext
+from devstack.gateway import FaultBook, Gateway
 
 
-def create_app(ctx: StackContext) -> Starlette:
+def create_app(ctx: StackContext) -> ASGIApp:
     hub = realtime.RealtimeHub(ctx)
     ctx.extras["realtime"] = hub
     rest_api = rest.RestApp(ctx)
@@ -60,15 +64,17 @@ def create_app(ctx: StackContext) -> Starlette:
             return
         await ctx.functions_app(scope, receive, send)
 
-    return Starlette(
+    faults = FaultBook()
+    services = Starlette(
         routes=[
             Route("/health", health),
             Mount("/rest/v1", app=rest.create_app(rest_api)),
             Mount("/storage/v1", app=storage.create_app(ctx)),
             Mount("/auth/v1", app=auth.create_app(ctx)),
             WebSocketRoute("/realtime/v1/websocket", hub.websocket_endpoint),
-            Route("/_stack/realtime/drop", hub.drop_endpoint, methods=["POST"]),
             Mount("/functions/v1", app=functions),
+            Mount("/_stack", routes=admin.routes(ctx, faults, hub.drop_endpoint)),
         ],
         lifespan=lifespan,
     )
+    return Gateway(services, ctx, faults)

@@ -18,6 +18,7 @@ from tests.stack.rest_support import (
     user_token,
     wait_for_schema,
 )
+from tests.support import StackControl
 
 ROWS = 1500
 
@@ -110,3 +111,10 @@ def test_an_anon_statement_past_3_seconds_is_cancelled_with_57014(
     assert cancelled.status_code == 500
     body = cancelled.json()
     assert (body["code"], body["message"]) == ("57014", "canceling statement due to statement timeout")
+
+
+def test_max_rows_is_a_switch(svc: Any, many: str, control: StackControl) -> None:
+    control.settings(max_rows=0)
+    assert len(svc.table(f"{many}_rows").select("id").execute().data) == ROWS
+    control.settings(max_rows=10)
+    assert len(svc.rpc(f"{many}_all").execute().data) == 10
