@@ -15,6 +15,7 @@ from devstack.app import create_app
 from devstack.context import StackContext
 from devstack.fake_replicate.app import create_app as create_fake_replicate
 from devstack.fake_replicate.config import FakeConfig
+from devstack.keys import KeyRing
 from devstack.stack import Stack
 
 
@@ -38,6 +39,7 @@ async def serve(root: Path) -> None:
         public_url=st.url,
         storage_root=stack.storage_dir,
     )
+    ctx.keyring = KeyRing(st.keys, on_change=stack.save_keys)
     ctx.functions_app = _functions_app(st.env())
     api = uvicorn.Server(
         uvicorn.Config(

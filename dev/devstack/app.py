@@ -73,7 +73,7 @@ def create_app(ctx: StackContext) -> ASGIApp:
             Mount("/auth/v1", app=auth.create_app(ctx)),
             WebSocketRoute("/realtime/v1/websocket", hub.websocket_endpoint),
             Mount("/functions/v1", app=functions),
-            Mount("/_stack", routes=admin.routes(ctx, faults, hub.drop_endpoint)),
+            Mount("/_stack", routes=admin.ControlApi(ctx, faults, hub.drop_endpoint).routes()),
         ],
         lifespan=lifespan,
     )

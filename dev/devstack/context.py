@@ -9,7 +9,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp
 
-from devstack.keys import StackKeys
+from devstack.keys import KeyRing, StackKeys
 from devstack.settings import StackSettings
 
 
@@ -28,6 +28,11 @@ class StackContext:
     api_pool: AsyncConnectionPool | None = None
     admin_pool: AsyncConnectionPool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # What every service verifies and signs with (rotatable); starts from ``keys``.
+    keyring: KeyRing = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keyring = KeyRing(self.keys)
 
     def dsn(self, user: str) -> str:
         return f"host=127.0.0.1 port={self.pg_port} user={user} dbname={self.dbname}"

@@ -65,6 +65,8 @@ class StackState:
             "SUPABASE_URL": self.url,
             "SUPABASE_ANON_KEY": self.keys.anon_key,
             "SUPABASE_SERVICE_ROLE_KEY": self.keys.service_role_key,
+            "SUPABASE_PUBLISHABLE_KEY": self.keys.publishable_key,
+            "SUPABASE_SECRET_KEY": self.keys.secret_key,
             "SUPABASE_JWT_SECRET": self.keys.jwt_secret,
             "DATABASE_URL": self.database_url,
             "REPLICATE_API_BASE_URL": self.replicate_url,
@@ -84,6 +86,9 @@ class StackState:
                 "jwt_secret": self.keys.jwt_secret,
                 "ec_private_pem": self.keys.ec_private_pem,
                 "kid": self.keys.kid,
+                "previous_signing_keys": [
+                    {"kid": kid, "pem": pem} for kid, pem in self.keys.previous
+                ],
             },
             indent=2,
         )
@@ -91,7 +96,8 @@ class StackState:
     @classmethod
     def from_json(cls, text: str) -> StackState:
         raw = json.loads(text)
-        keys = StackKeys(raw["jwt_secret"], raw["ec_private_pem"], raw["kid"])
+        previous = tuple((k["kid"], k["pem"]) for k in raw.get("previous_signing_keys", ()))
+        keys = StackKeys(raw["jwt_secret"], raw["ec_private_pem"], raw["kid"], previous)
         return cls(raw["pg_port"], raw["api_port"], raw["replicate_port"], keys)
 
 
@@ -121,9 +127,19 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         st = StackState(free_port(), free_port(), free_port(), StackKeys.generate())
-        self.state_file.write_text(st.to_json())
-        self.state_file.chmod(0o600)
+        self._write_state(st)
         return st
+
+    def _write_state(self, st: StackState) -> None:
+        scratch = self.state_file.with_suffix(".tmp")
+        scratch.write_text(st.to_json())
+        scratch.chmod(0o600)
+        scratch.replace(self.state_file)
+
+    def save_keys(self, keys: StackKeys) -> None:
+        """Keep rotated signing keys across restarts (the server calls this)."""
+        st = self.state()
+        self._write_state(StackState(st.pg_port, st.api_port, st.replicate_port, keys))
 
     @property
     def cluster(self) -> PgCluster:

@@ -19,10 +19,11 @@ import asyncio
 import logging
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devstack.context import StackContext
-from devstack.gateway import kong
+from devstack.gateway import apikeys, kong
 from devstack.gateway.faults import STATUS_FAULTS, FaultBook, FaultRule
 
 log = logging.getLogger("devstack.gateway")
@@ -53,6 +54,11 @@ class Gateway:
         if limit and request_line_length(scope) > limit:
             await kong.response(414)(scope, receive, send)
             return
+        resolved = apikeys.resolve(scope, self.ctx.keyring)
+        if isinstance(resolved, Response):
+            await resolved(scope, receive, send)
+            return
+        scope = resolved
         path: str = scope["path"]
         rule = self.faults.pick(scope["method"], path) if path.startswith(FAULTABLE) else None
         if rule is None:

@@ -167,7 +167,7 @@ class Connection:
         """The channel identity for an access_token; the apikey's when there is none."""
         if not isinstance(token, str) or not token:
             return self.apikey
-        claims = self.hub.keys.verify(token)
+        claims = self.hub.token_claims(token)
         if not isinstance(claims.get("role"), str):
             raise InvalidToken("PGRST301", "the JWT has no role claim")
         return Identity.from_claims(claims)

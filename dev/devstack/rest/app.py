@@ -97,7 +97,7 @@ class RestApp:
         self.listener = SchemaListener(
             ctx.dsn("authenticator"), self.store, lambda: ctx.settings.schema_reload_delay
         )
-        self.tokens = TokenVerifier(ctx.keys)
+        self.tokens = TokenVerifier(ctx.keyring)
 
     async def start(self) -> None:
         """Load the schema cache and listen for reloads (the app's lifespan calls this)."""
