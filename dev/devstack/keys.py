@@ -161,6 +161,10 @@ class StackKeys:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [_jwk(kid, pem) for kid, pem in self.signing_keys]}
 
+    def _public_key(self) -> ec.EllipticCurvePublicKey:
+        """The current signing key's public half."""
+        return _public_key(self.ec_private_pem)
+
     def _verification_key(self, kid: Any) -> list[ec.EllipticCurvePublicKey]:
         if kid is None:  # no kid: any published key may have signed it
             return [_public_key(pem) for _, pem in self.signing_keys]
