@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,9 +102,19 @@ class StackState:
 
 
 class Stack:
-    def __init__(self, root: Path = DEFAULT_ROOT, *, fast: bool = False) -> None:
+    """``server_env``: extra environment of the server process, e.g. the stack's switches
+    (``DEVSTACK_MAX_ROWS=0``, see devstack.settings)."""
+
+    def __init__(
+        self,
+        root: Path = DEFAULT_ROOT,
+        *,
+        fast: bool = False,
+        server_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = Path(root).resolve()
         self.fast = fast
+        self.server_env = dict(server_env or {})
         self.state_file = self.root / "state.json"
         self.pid_file = self.root / "server.pid"
         self.log_file = self.root / "server.log"
@@ -186,6 +196,7 @@ class Stack:
         with open(self.log_file, "ab") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "devstack", "serve", "--root", str(self.root)],
+                env={**os.environ, **self.server_env},
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

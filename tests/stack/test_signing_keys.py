@@ -31,7 +31,9 @@ PASSWORD = "correct-horse-42"
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, StackState]]:
-    stack = Stack(Path(tmp_path_factory.mktemp("keys")) / "stack", fast=True)
+    # server_env reaches the server's switches (checked in test_server_env_sets_switches)
+    stack = Stack(Path(tmp_path_factory.mktemp("keys")) / "stack", fast=True,
+                  server_env={"DEVSTACK_MAX_ROWS": "7"})
     state = stack.up()
     try:
         yield stack, state
@@ -129,3 +131,8 @@ def test_legacy_hs256_tokens_stay_accepted(own_stack: tuple[Stack, StackState]) 
     answer = httpx.get(f"{state.url}/rest/v1/models?select=id",
                        headers={"apikey": legacy, "Authorization": f"Bearer {legacy}"})
     assert answer.status_code == 200
+
+
+def test_server_env_sets_switches(own_stack: tuple[Stack, StackState]) -> None:
+    _stack, state = own_stack
+    assert _admin(state, "GET", "/settings").json()["max_rows"] == 7
