@@ -134,6 +134,17 @@ class Database:
             switch_role(conn, role, sub)
             yield conn
 
+    def attempt(self, role: str, sub: str | uuid.UUID | None, query: str | sql.Composed,
+                params: Sequence[Any] | dict[str, Any] | None = None
+                ) -> tuple[str | None, list[DictRow]]:
+        """One PostgREST-style request: (SQLSTATE or None, the rows it returned)."""
+        try:
+            with self.as_role(role, sub) as conn:
+                cur = conn.execute(query.encode() if isinstance(query, str) else query, params)
+                return None, cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            return exc.sqlstate, []
+
     def service(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None
                 ) -> list[DictRow]:
         """Run one statement as service_role (a worker's RPC call) and return its rows."""
