@@ -4,8 +4,9 @@
   as /rest/v1 and /auth/v1, configured by ``StackState.env()``).
 - ``standalone``: the app served on its own by ``picture-worker functions`` (a subprocess)
   with the worker settings process-jobs needs against the local stack
-  (``WORKER_DEV_HTTP_HOSTS`` = the fake Replicate's and the stack's host:port) and a small
-  per-user limit (``FUNCTIONS_MAX_IN_FLIGHT=2``).
+  (``WORKER_DEV_HTTP_HOSTS`` = the fake Replicate's and the stack's host:port).
+- ``limit_of``: sets the database's per-user in-flight limit (``picture_settings``) for one
+  test and puts the default back.
 - ``user``: a user signed up through /auth/v1 with supabase-py; on teardown whatever the user
   left in flight is cancelled so later tests start from a quiet queue.
 """
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,22 @@ def counts(conn: psycopg.Connection, user_id: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@pytest.fixture
+def limit_of(admin_conn: psycopg.Connection) -> Iterator[Callable[[int], None]]:
+    """``limit_of(n)``: public.picture_settings.max_in_flight_per_user = n for this test."""
+    before = admin_conn.execute(
+        "select max_in_flight_per_user from public.picture_settings"
+    ).fetchone()
+    assert before is not None
+
+    def set_limit(limit: int) -> None:
+        admin_conn.execute("update public.picture_settings set max_in_flight_per_user = %s",
+                           (limit,))
+
+    yield set_limit
+    set_limit(int(before[0]))
+
+
 @pytest.fixture(scope="session")
 def fn(stack_state: StackState) -> Functions:
     return Functions(f"{stack_state.url}/functions/v1")
@@ -122,7 +139,6 @@ def functions_env(state: StackState, **overrides: str) -> dict[str, str]:
     env = worker_env(state, WORKER_LOG_FORMAT="text")
     env.update(
         {
-            "FUNCTIONS_MAX_IN_FLIGHT": "2",
             "FUNCTIONS_GENERATE_TIMEOUT": "60",
             "WORKER_HEARTBEAT_INTERVAL": "2",
         }
