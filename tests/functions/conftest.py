@@ -5,8 +5,6 @@
 - ``standalone``: the app served on its own by ``picture-worker functions`` (a subprocess)
   with the worker settings process-jobs needs against the local stack
   (``WORKER_DEV_HTTP_HOSTS`` = the fake Replicate's and the stack's host:port).
-- ``limit_of``: sets the database's per-user in-flight limit (``picture_settings``) for one
-  test and puts the default back.
 - ``user``: a user signed up through /auth/v1 with supabase-py; on teardown whatever the user
   left in flight is cancelled so later tests start from a quiet queue.
 """
@@ -18,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,22 +96,6 @@ def counts(conn: psycopg.Connection, user_id: str) -> tuple[int, int]:
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
-
-
-@pytest.fixture
-def limit_of(admin_conn: psycopg.Connection) -> Iterator[Callable[[int], None]]:
-    """``limit_of(n)``: public.picture_settings.max_in_flight_per_user = n for this test."""
-    before = admin_conn.execute(
-        "select max_in_flight_per_user from public.picture_settings"
-    ).fetchone()
-    assert before is not None
-
-    def set_limit(limit: int) -> None:
-        admin_conn.execute("update public.picture_settings set max_in_flight_per_user = %s",
-                           (limit,))
-
-    yield set_limit
-    set_limit(int(before[0]))
 
 
 @pytest.fixture(scope="session")
