@@ -28,7 +28,7 @@ UNPARSABLE_URL = "https://[replicate.delivery/pbxt/out-0.webp"
 
 def _generation_row(picture: Picture, user: str, prompt: str) -> str:
     rows = picture.db.table("image_generations").insert({
-        "user_id": user, "prompt": prompt, "model": "flux-schnell", "width": 1024,
+        "user_id": user, "prompt": prompt, "model": "FLUX Schnell", "width": 1024,
         "height": 1024, "status": "queued",
     }).execute().data
     assert isinstance(rows, list) and isinstance(rows[0], dict)
