@@ -100,6 +100,13 @@ def limit_of(admin_conn: psycopg.Connection) -> Iterator[Callable[[int], None]]:
 
 
 @pytest.fixture
+def no_in_flight_limit(limit_of: Callable[[int], None]) -> None:
+    """For suites that drive the pipeline with dozens of generations of one user (the limit
+    itself is tested in tests/db, tests/functions and tests/security)."""
+    limit_of(0)
+
+
+@pytest.fixture
 def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
     """Start from an empty queue so a test's workers only see that test's jobs."""
     admin_conn.execute("delete from public.job_queue")

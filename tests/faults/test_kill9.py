@@ -30,7 +30,7 @@ from tests.faults.conftest import SHORT_LEASE, Workers
 from tests.faults.gates import Gates
 from tests.support import Fake, Picture, WorkerProcess, wait_until
 
-pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue")]
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")]
 
 
 @dataclass(frozen=True)

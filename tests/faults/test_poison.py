@@ -17,7 +17,7 @@ from tests.faults.checks import assert_completed_once, facts, wait_terminal
 from tests.faults.conftest import SHORT_LEASE, Workers
 from tests.support import Fake, Picture, WorkerProcess
 
-pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue")]
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")]
 
 MAX_ATTEMPTS = 3
 # A download-image job whose output_url urllib cannot split ("Invalid IPv6 URL"): with no
