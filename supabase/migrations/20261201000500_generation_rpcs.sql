@@ -26,7 +26,7 @@ begin
   if jsonb_typeof(v_value) <> 'string' then
     raise exception '% must be a string', p_key using errcode = '22023';
   end if;
-  v_text := btrim(v_value #>> '{}', E' \t\n\r\f\v');
+  v_text := btrim(v_value #>> '{}', E' \t\n\r\f\x0b');
   if v_text ~ (case when p_multiline then '[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]' else '[\x01-\x1f\x7f]' end) then
     raise exception '% must not contain control characters', p_key using errcode = '22023';
   end if;

@@ -71,6 +71,16 @@ def test_the_catalogues_defaults_and_version(db: Database) -> None:
     assert payload["strength"] == 0.4
 
 
+def test_only_whitespace_is_trimmed(db: Database) -> None:
+    """Letters at the ends stay (a model id ending in "v", a prompt starting with "f")."""
+    user = db.make_user()
+    out = _request(db, user, {"prompt": "\t\x0bfine art v \n", "model_id": " black-forest-labs/flux-dev ",
+                              "style": "vivid"})
+    gen = db.generation(out["generation_id"])
+    assert (gen["prompt"], gen["model"], gen["style"]) == ("fine art v", "FLUX Dev", "vivid")
+    assert db.job(out["job_id"])["payload"]["model_id"] == "black-forest-labs/flux-dev"
+
+
 def test_a_model_without_a_name_is_stored_by_its_replicate_id(db: Database) -> None:
     with db.admin() as conn:
         conn.execute("insert into public.models (name, replicate_id, is_active)"
