@@ -20,7 +20,7 @@ import pytest
 from devstack.stack import StackState
 from tests.faults.gates import INSTALL, UNINSTALL, Gates
 from tests.functions.conftest import User
-from tests.security.conftest import FLUX, Ledger, Rest, assert_refused
+from tests.security.conftest import FLUX, Ledger, Rest, assert_refused, secrets
 from tests.support import Fake, Picture, running_worker, wait_until
 from tests.webhooks.conftest import TOKEN
 
@@ -111,6 +111,8 @@ def test_deleting_in_flight_generations_stops_their_predictions(
                 "select status from public.image_generations where id = %s", (gid,)
             ).fetchone()[0] == "completed", 60, message="the new generations complete")
     assert ledger.paid() == paid + 2  # the two new ones; nothing for the deleted ones
+    log = worker.log_text()
+    assert all(secret not in log for secret in secrets(stack_state))
     for gid in gids:
         jobs = admin_conn.execute(
             "select job_type, status from public.job_queue where payload ->> 'generation_id' = %s",
@@ -160,6 +162,8 @@ def test_giving_up_while_the_image_is_stored_keeps_no_image(
     public = httpx.get(f"{stack_state.url}/storage/v1/object/public/generated-images/"
                        f"{attacker.id}/{gid}.webp", timeout=10)
     assert public.status_code in (400, 404), public.status_code
+    log = worker.log_text()
+    assert all(secret not in log for secret in secrets(stack_state))
 
 
 # -- point 1 ------------------------------------------------------------------------------------
