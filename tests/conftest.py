@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -91,6 +91,30 @@ def log_dir(tmp_path: Path) -> Path:
     d = tmp_path / "logs"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def limit_of(admin_conn: psycopg.Connection) -> Iterator[Callable[[int], None]]:
+    """``limit_of(n)``: the database's per-user in-flight limit
+    (``public.picture_settings.max_in_flight_per_user``) is n for this test, then back."""
+    before = admin_conn.execute(
+        "select max_in_flight_per_user from public.picture_settings"
+    ).fetchone()
+    assert before is not None
+
+    def set_limit(limit: int) -> None:
+        admin_conn.execute("update public.picture_settings set max_in_flight_per_user = %s",
+                           (limit,))
+
+    yield set_limit
+    set_limit(int(before[0]))
+
+
+@pytest.fixture
+def no_in_flight_limit(limit_of: Callable[[int], None]) -> None:
+    """For suites that drive the pipeline with dozens of generations of one user (the limit
+    itself is tested in tests/db, tests/functions and tests/security)."""
+    limit_of(0)
 
 
 @pytest.fixture

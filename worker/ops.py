@@ -188,7 +188,7 @@ class Operations:
                 f"{what}: {message}; apply the migrations "
                 "(`supabase db push` or `picture-worker migrate`)"
             )
-        if code == "P0002":
+        if code in ("P0002", "PT404"):  # not found (cancel_generation answers PT404)
             return OpsError(message)
         return OpsError(f"{what} failed: {message} (code {code or 'unknown'})")
 

@@ -45,7 +45,8 @@ class AppUser:
 
 class FunctionsServer:
     """``picture-worker functions`` on a free loopback port, configured for the local stack
-    (plain-http downloads from the fake allowed, no per-user in-flight limit)."""
+    (plain-http downloads from the fake allowed). The per-user in-flight limit is the
+    database's; ``BenchEnv`` lifts it."""
 
     def __init__(self, state: StackState, log_path: Path) -> None:
         self.state = state
@@ -55,8 +56,7 @@ class FunctionsServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> FunctionsServer:
-        env = worker_env(self.state, WORKER_LOG_FORMAT="text", WORKER_LOG_LEVEL="WARNING",
-                         FUNCTIONS_MAX_IN_FLIGHT="0")
+        env = worker_env(self.state, WORKER_LOG_FORMAT="text", WORKER_LOG_LEVEL="WARNING")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "worker", "functions", "--host", "127.0.0.1",
@@ -103,6 +103,8 @@ class BenchEnv:
         self._functions: FunctionsServer | None = None
         self._users: list[AppUser] = []
         self._lock = threading.Lock()
+        # Bursts of hundreds of generations per user: no per-user in-flight limit.
+        self.admin.execute("update public.picture_settings set max_in_flight_per_user = 0")
 
     # -- connections ------
     def dsn(self, user: str = "supabase_admin", dbname: str = "postgres") -> str:
@@ -121,9 +123,11 @@ class BenchEnv:
 
     def clear(self) -> None:
         """Empty the queue and the app's tables between runs (users stay)."""
+        # Generations before jobs: deleting an unfinished generation cancels its jobs (and
+        # may enqueue the cancel of its prediction), which the job delete then sweeps away.
         self.admin.execute(
-            "delete from public.images; delete from public.job_queue;"
-            " delete from public.image_generations; delete from public.job_workers;"
+            "delete from public.images; delete from public.image_generations;"
+            " delete from public.job_queue; delete from public.job_workers;"
             " delete from storage.objects where bucket_id = 'generated-images'"
         )
         self.admin.execute("vacuum analyze public.job_queue")

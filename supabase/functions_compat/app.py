@@ -29,7 +29,7 @@ from starlette.routing import Route
 from functions_compat.auth import TokenVerifier
 from functions_compat.config import FunctionsConfig
 from functions_compat.cors import CorsMiddleware
-from functions_compat.db import ServiceDb
+from functions_compat.db import ServiceDb, UserDb
 from functions_compat.generate_image import GenerateImage
 from functions_compat.http import Endpoint, error_response, guarded
 from functions_compat.process_generation import ProcessGeneration
@@ -47,7 +47,8 @@ def build_endpoints(config: FunctionsConfig, runtimes: WorkerRuntimes) -> dict[s
     """Function name -> endpoint."""
     verifier = TokenVerifier(config)
     db = ServiceDb(config.supabase_url, config.service_key)
-    starter = GenerationStarter(config, db)
+    user_db = UserDb(config.supabase_url, config.anon_key or config.service_key)
+    starter = GenerationStarter(config, db, user_db)
     return {
         "start-generation": guarded(StartGeneration(verifier, starter)),
         "process-jobs": guarded(ProcessJobs(verifier, runtimes)),

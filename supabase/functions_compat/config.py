@@ -4,9 +4,11 @@
     SUPABASE_SERVICE_ROLE_KEY        service key (``SUPABASE_SECRET_KEY`` accepted)
     SUPABASE_JWT_SECRET              legacy HS256 secret; optional when only asymmetric keys
                                      (ES256/RS256 from the JWKS) sign user tokens
-    SUPABASE_ANON_KEY                optional; accepted verbatim by process-jobs when it is a
-                                     non-JWT publishable key (``SUPABASE_PUBLISHABLE_KEY``)
-    FUNCTIONS_MAX_IN_FLIGHT          generations per user in flight (default 5; 0 = no limit)
+    SUPABASE_ANON_KEY                optional; the project's public key (also read as
+                                     ``SUPABASE_PUBLISHABLE_KEY``), sent as ``apikey`` beside a
+                                     user's JWT when start-generation calls the database as that
+                                     user (else the service key is); accepted verbatim by
+                                     process-jobs when it is a non-JWT key
     FUNCTIONS_MAX_PROMPT_CHARS       prompt / negative_prompt length limit (default 2000)
     FUNCTIONS_ALLOWED_SOURCE_HOSTS   img2img source hosts, comma separated, ``*.`` wildcards
                                      (default: the SUPABASE_URL host, *.supabase.co,
@@ -21,12 +23,17 @@
                                      process-generation (validated here when a Replicate
                                      token is set, so a bad variable fails at start)
 
+The per-user in-flight limit is no longer a variable: it is the database's
+``public.picture_settings.max_in_flight_per_user``, which every door meets
+(``FUNCTIONS_MAX_IN_FLIGHT`` is ignored, with a warning).
+
 ``FunctionsConfig.from_env`` raises ``ConfigError`` with one line naming the bad variable.
 Values are taken from the mapping only: an explicit mapping never mixes with os.environ.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -39,7 +46,10 @@ from worker.errors import ConfigError
 from worker.settings import Settings, describe_validation_error
 from worker.webhooks import WebhookSignatureError, sign
 
+log = logging.getLogger("functions_compat.config")
+
 CsvList = Annotated[tuple[str, ...], NoDecode]
+RETIRED_LIMIT = "FUNCTIONS_MAX_IN_FLIGHT"
 DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
 
 
@@ -77,7 +87,6 @@ class _FunctionsEnv(_InitOnly):
     anon_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY")
     )
-    max_in_flight: int = Field(5, ge=0, le=10_000, validation_alias="FUNCTIONS_MAX_IN_FLIGHT")
     max_prompt_chars: int = Field(
         2000, ge=1, le=100_000, validation_alias="FUNCTIONS_MAX_PROMPT_CHARS"
     )
@@ -140,7 +149,6 @@ class FunctionsConfig:
     service_key: str = field(repr=False)
     jwt_secret: str | None = field(repr=False)
     anon_key: str | None = field(repr=False)
-    max_in_flight: int
     max_prompt_chars: int
     allowed_source_hosts: tuple[str, ...]
     generate_timeout: float
@@ -165,6 +173,12 @@ class FunctionsConfig:
             parsed = _FunctionsEnv(**kwargs)
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(_FunctionsEnv, exc)) from None
+        if any(k.upper() == RETIRED_LIMIT for k in values):
+            log.warning(
+                "%s is no longer read: the per-user in-flight limit is the database's "
+                "public.picture_settings.max_in_flight_per_user",
+                RETIRED_LIMIT,
+            )
         hosts = parsed.allowed_source_hosts
         if hosts is None:
             own = (urlsplit(parsed.supabase_url).hostname or "").lower()
@@ -175,7 +189,6 @@ class FunctionsConfig:
             service_key=parsed.service_key.get_secret_value(),
             jwt_secret=parsed.jwt_secret.get_secret_value() if parsed.jwt_secret else None,
             anon_key=parsed.anon_key.get_secret_value() if parsed.anon_key else None,
-            max_in_flight=parsed.max_in_flight,
             max_prompt_chars=parsed.max_prompt_chars,
             allowed_source_hosts=hosts,
             generate_timeout=parsed.generate_timeout,

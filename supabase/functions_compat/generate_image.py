@@ -53,9 +53,8 @@ class GenerateImage:
     async def __call__(self, request: Request) -> Response:
         started_at = time.monotonic()
         caller = await self.verifier.user(request)
-        assert caller.user_id is not None
         body = self.starter.parse(await read_json_object(request), allow_generation_id=True)
-        started = await self.starter.start(caller.user_id, body)
+        started = await self.starter.start(caller, body)
         row = await self._wait(started.generation_id, started_at + self.timeout)
         status = row.get("status")
         if status == "failed":

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from devstack.pg import SUPERUSER, PgCluster
 from tests.db.conftest import require_extension
-from tests.db.dbkit import Database
+from tests.db.dbkit import Database, rerun_migrations
 from worker import migrate
 
 SCHEDULES = {
@@ -114,7 +114,7 @@ def test_pg_cron_legacy_edge_function_schedules_are_gone(cron_db: Database) -> N
 
 
 def test_pg_cron_schedules_stay_single_when_migrated_again(cron_db: Database) -> None:
-    migrate.apply(cron_db.url("postgres"), record=False)
+    rerun_migrations(cron_db.url("postgres"))
     with psycopg.connect(cron_db.dsn(SUPERUSER)) as conn:
         rows = conn.execute("select jobname, count(*) from cron.job group by jobname").fetchall()
     counts: dict[str, int] = {str(name): int(n) for name, n in rows}

@@ -301,7 +301,7 @@ def test_jwks_is_cached_and_refetched_for_a_new_kid(stack_state: StackState) -> 
         ({"SUPABASE_URL": "ftp://x"}, "SUPABASE_URL: must be an http(s) URL"),
         ({"SUPABASE_SERVICE_ROLE_KEY": None, "SUPABASE_SECRET_KEY": None},  # either one
          "SUPABASE_SERVICE_ROLE_KEY: required but not set"),
-        ({"FUNCTIONS_MAX_IN_FLIGHT": "-1"}, "FUNCTIONS_MAX_IN_FLIGHT"),
+        ({"FUNCTIONS_MAX_PROMPT_CHARS": "0"}, "FUNCTIONS_MAX_PROMPT_CHARS"),
         ({"FUNCTIONS_MAX_PROMPT_CHARS": "many"}, "FUNCTIONS_MAX_PROMPT_CHARS"),
         ({"FUNCTIONS_GENERATE_TIMEOUT": "0"}, "FUNCTIONS_GENERATE_TIMEOUT"),
         ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
@@ -329,13 +329,26 @@ def test_the_cli_refuses_to_start_with_a_bad_variable(stack_state: StackState) -
     from tests.support import ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "FUNCTIONS_"))}
-    env.update({**stack_state.env(), "FUNCTIONS_MAX_IN_FLIGHT": "lots"})
+    env.update({**stack_state.env(), "FUNCTIONS_WEBHOOK_TOLERANCE": "lots"})
     done = subprocess.run(
         [sys.executable, "-m", "worker", "functions", "--host", "127.0.0.1", "--port", "1"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2
-    assert "configuration error: FUNCTIONS_MAX_IN_FLIGHT" in done.stderr
+    assert "configuration error: FUNCTIONS_WEBHOOK_TOLERANCE" in done.stderr
+
+
+def test_the_retired_limit_variable_is_ignored_with_a_warning(
+    stack_state: StackState, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-user limit is the database's (picture_settings): the variable no longer
+    changes anything, and saying so beats a silent no-op."""
+    from functions_compat.config import FunctionsConfig
+
+    with caplog.at_level("WARNING", logger="functions_compat.config"):
+        config = FunctionsConfig.from_env({**stack_state.env(), "FUNCTIONS_MAX_IN_FLIGHT": "50"})
+    assert not hasattr(config, "max_in_flight")
+    assert "picture_settings.max_in_flight_per_user" in caplog.text
 
 
 def test_without_replicate_only_the_worker_endpoints_are_unavailable(

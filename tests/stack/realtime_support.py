@@ -42,7 +42,8 @@ def create_user(conn: psycopg.Connection[Any], keys: StackKeys, ttl: int = 3600
 
 def create_generation(conn: psycopg.Connection[Any], user_id: uuid.UUID | None,
                       prompt: str = "a lighthouse", **columns: Any) -> str:
-    cols = {"user_id": user_id, "prompt": prompt, **columns}
+    # A generation names a catalogue model (the database refuses one that does not).
+    cols = {"user_id": user_id, "prompt": prompt, "model": "FLUX Schnell", **columns}
     query = sql.SQL("insert into public.image_generations ({}) values ({}) returning id").format(
         sql.SQL(", ").join(map(sql.Identifier, cols)),
         sql.SQL(", ").join([sql.Placeholder()] * len(cols)),

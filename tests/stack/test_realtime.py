@@ -80,8 +80,9 @@ def test_image_generations_insert_update_delete(stack_state: StackState) -> None
         db = await connect_db(stack_state)
         async with db:
             cur = await db.execute(
-                "insert into public.image_generations (prompt, width, height, steps, "
-                "guidance_scale) values ('a red fox', 768, 512, 30, 7.5) returning id::text")
+                "insert into public.image_generations (prompt, model, width, height, steps, "
+                "guidance_scale) values ('a red fox', 'FLUX Schnell', 768, 512, 30, 7.5)"
+                " returning id::text")
             gid = (await cur.fetchone() or [""])[0]
             ins = await rec.wait_for(is_event("INSERT", id=gid))
             await db.execute("update public.image_generations set status = 'queued' "
@@ -240,15 +241,16 @@ def test_filters_select_rows(stack_state: StackState, admin_conn: psycopg.Connec
         await by_id.wait_subscribed()
         db = await connect_db(stack_state)
         async with db:
-            for gid, status in ((b, "completed"), (a, "failed"), (b, "queued"), (a, "queued")):
+            # (A finished generation stays finished: the terminal statuses come last.)
+            for gid, status in ((b, "queued"), (a, "queued"), (b, "completed"), (a, "failed")):
                 await db.execute("update public.image_generations set status = %s "
                                  "where id = %s", [status, gid])
-            await by_id.wait_for(is_event("UPDATE", id=a, status="queued"))
+            await by_id.wait_for(is_event("UPDATE", id=a, status="failed"))
 
         assert [(e["record"]["id"], e["record"]["status"]) for e in by_id.events] == [
-            (a, "failed"), (a, "queued")]
+            (a, "queued"), (a, "failed")]
         assert [(e["record"]["id"], e["record"]["status"]) for e in wide.events] == [
-            (b, "completed"), (b, "queued")]
+            (b, "queued"), (b, "completed")]
         assert [(e["record"]["id"], e["record"]["status"]) for e in done.events] == [
             (b, "completed"), (a, "failed")]
 

@@ -296,8 +296,8 @@ def test_embedding_generations_and_images(svc: Any, stack_state: StackState) -> 
         uid = create_user(conn)
         gen = fetch_value(
             conn,
-            "insert into public.image_generations (user_id, prompt, status) "
-            "values (%s, 'a cat', 'completed') returning id::text",
+            "insert into public.image_generations (user_id, prompt, model, status) "
+            "values (%s, 'a cat', 'FLUX Schnell', 'completed') returning id::text",
             (uid,),
         )
         conn.execute(

@@ -38,7 +38,8 @@ class Tenant:
 def _tenant(conn: Any, state: StackState) -> Tenant:
     uid = create_user(conn)
     gen = conn.execute(
-        "insert into public.image_generations (user_id, prompt) values (%s, %s) returning id::text",
+        "insert into public.image_generations (user_id, prompt, model) values (%s, %s,"
+        " 'FLUX Schnell') returning id::text",
         (uid, f"prompt of {uid}"),
     ).fetchone()[0]
     image = conn.execute(
@@ -131,14 +132,19 @@ def test_user_writes_follow_policies(
 ) -> None:
     a, b = tenants
     client = user_client(stack_state, a.token)
-    own = client.table("image_generations").insert({"user_id": a.uid, "prompt": "mine"}).execute()
+    own = client.table("image_generations").insert(
+        {"user_id": a.uid, "prompt": "mine", "model": "FLUX Schnell"}
+    ).execute()
     assert own.data[0]["user_id"] == a.uid
     err = api_error(
         lambda: (
-            client.table("image_generations").insert({"user_id": b.uid, "prompt": "x"}).execute()
+            client.table("image_generations")
+            .insert({"user_id": b.uid, "prompt": "x", "model": "FLUX Schnell"})
+            .execute()
         )
     )
-    assert err.code == "42501" and "row-level security" in str(err.message)
+    # Refused by the generation rules (a user writes their own rows only), before RLS.
+    assert err.code == "42501" and "own" in str(err.message)
     err = api_error(
         lambda: (
             client.table("image_generations")
@@ -152,7 +158,7 @@ def test_user_writes_follow_policies(
     err = api_error(
         lambda: client.rpc("cancel_generation", {"p_generation_id": b.generation}).execute()
     )
-    assert err.code == "P0002"
+    assert err.code == "PT404"
     cancelled = client.rpc("cancel_generation", {"p_generation_id": own.data[0]["id"]}).execute()
     assert cancelled.data["status"] == "cancelled"
 

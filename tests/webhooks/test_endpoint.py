@@ -246,8 +246,8 @@ def test_record_webhook_for_a_known_generation_links_it(
 ) -> None:
     pid = f"link{uuid.uuid4().hex[:16]}"
     row = admin_conn.execute(
-        "insert into public.image_generations (prompt, status, replicate_prediction_id)"
-        " values ('x', 'processing', %s) returning id",
+        "insert into public.image_generations (prompt, model, status, replicate_prediction_id)"
+        " values ('x', 'FLUX Schnell', 'processing', %s) returning id",
         (pid,),
     ).fetchone()
     assert row is not None

@@ -16,12 +16,13 @@ from tenacity import (
     stop_after_delay,
 )
 
-from worker.errors import LeaseLost, PermanentError, RetryableError
+from worker.errors import GenerationClosed, LeaseLost, PermanentError, RetryableError
 from worker.retry import http_backoff
 
 T = TypeVar("T")
 
 LEASE_LOST = "PW001"
+GENERATION_CLOSED = "PT410"  # images refused for a cancelled, failed or deleted generation
 
 
 def _status_of(exc: APIError) -> int | None:
@@ -35,6 +36,8 @@ def translate(exc: BaseException, what: str) -> Exception:
         code = str(exc.code or "")
         if code == LEASE_LOST:
             return LeaseLost(f"{what}: {exc.message}")
+        if code == GENERATION_CLOSED:
+            return GenerationClosed(f"{what}: {exc.message}")
         status = _status_of(exc)
         detail = f"{what} failed: {exc.message or exc.details} (code {code or 'unknown'})"
         if code.startswith("PGRST0"):
