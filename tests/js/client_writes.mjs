@@ -77,9 +77,14 @@ function watch(id) {
       .on('postgres_changes',
         { event: 'UPDATE', schema: 'public', table: 'image_generations', filter: 'id=eq.' + id },
         (payload) => realtime[id].push(payload.new.status))
+      // As on hosted Realtime: the join's ok comes before the subscription exists; changes
+      // flow once the server says "Subscribed to PostgreSQL" (or an error).
+      .on('system', {}, (payload) => {
+        if (payload.status === 'ok' && /Subscribed to PostgreSQL/.test(payload.message)) resolve(channel)
+        else if (payload.status === 'error') reject(new Error(`Realtime: ${payload.message}`))
+      })
       .subscribe((status, err) => {
-        if (status === 'SUBSCRIBED') resolve(channel)
-        else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') {
+        if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') {
           reject(new Error(`Realtime ${status}${err ? `: ${err.message}` : ''}`))
         }
       })

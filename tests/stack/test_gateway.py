@@ -141,7 +141,7 @@ def _generation_count(svc: Client, marker: str) -> int:
 
 def _insert_generation(svc: Client, user_id: str, marker: str) -> Any:
     return svc.table("image_generations").insert(
-        {"user_id": user_id, "prompt": marker, "model": "flux-schnell", "status": "pending"}
+        {"user_id": user_id, "prompt": marker, "model": "black-forest-labs/flux-schnell", "status": "pending"}
     ).execute()
 
 
