@@ -4,7 +4,7 @@
 /storage/v1             Storage API                 (devstack.storage)
 /auth/v1                GoTrue subset               (devstack.auth)
 /realtime/v1/websocket  Phoenix channels            (devstack.realtime)
-/functions/v1/<name>    functions_compat, when mounted
+/functions/v1/<name>    functions_compat, when mounted; chosen names under Deno (devstack.edge)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from devstack import auth, realtime, rest, storage
 from devstack.context import StackContext
+from devstack.edge import EdgeGateway
 
 
 def create_app(ctx: StackContext) -> Starlette:
@@ -65,7 +66,7 @@ def create_app(ctx: StackContext) -> Starlette:
             Mount("/auth/v1", app=auth.create_app(ctx)),
             WebSocketRoute("/realtime/v1/websocket", hub.websocket_endpoint),
             Route("/_stack/realtime/drop", hub.drop_endpoint, methods=["POST"]),
-            Mount("/functions/v1", app=functions),
+            Mount("/functions/v1", app=EdgeGateway(ctx, fallback=functions)),
         ],
         lifespan=lifespan,
     )
