@@ -62,7 +62,7 @@ def stack_state(stack: Stack) -> StackState:
 
 @pytest.fixture(scope="package")
 def stack_env(stack_state: StackState) -> dict[str, str]:
-    return stack_state.env()
+    return dict(stack_state.env())
 
 
 def edge_log(stack: Stack, name: str) -> str:

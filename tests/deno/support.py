@@ -19,7 +19,12 @@ SDXL = "stability-ai/sdxl"
 
 
 def user_token(
-    state: StackState, user_id: str, *, alg: str = "HS256", ttl: int = 3600, role: str = "authenticated"
+    state: StackState,
+    user_id: str,
+    *,
+    alg: str = "HS256",
+    ttl: int = 3600,
+    role: str = "authenticated",
 ) -> str:
     """An access token for ``user_id`` as the stack's Auth would issue it."""
     now = int(time.time())
@@ -31,7 +36,7 @@ def user_token(
         "iat": now,
         "exp": now + ttl,
     }
-    return state.keys.sign(claims, alg)
+    return str(state.keys.sign(claims, alg))
 
 
 def new_user(picture: Picture, state: StackState) -> tuple[str, str]:

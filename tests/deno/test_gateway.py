@@ -57,7 +57,7 @@ def test_an_invalid_token_is_refused_by_the_gateway(
     elif case == "expired":
         token = user_token(stack_state, user, ttl=-120)
     elif case == "alg none":
-        token = jwt.encode({**claims, "role": "service_role"}, None, algorithm="none")
+        token = jwt.encode({**claims, "role": "service_role"}, "", algorithm="none")
     elif case == "not a JWT":
         token = "definitely-not-a-jwt"
     elif case == "basic scheme":

@@ -177,7 +177,8 @@ def test_the_in_flight_limit_holds_through_the_original(
         "select count(*) from public.image_generations where user_id = %s and status = any(%s)",
         (user, list(LIVE)),
     ).fetchone()
-    assert live is not None and live[0] <= limit, f"{live[0]} in flight, limit {limit}"
+    assert live is not None
+    assert live[0] <= limit, f"{live[0]} in flight, limit {limit}"
 
     before = _predictions(fake)
     fake.configure(latency_seconds=0.1)

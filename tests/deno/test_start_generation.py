@@ -167,7 +167,8 @@ def test_the_in_flight_limit_answers_429(
         if response.status_code != 200:
             break
         accepted += 1
-    assert response is not None and response.status_code == 429, response.text
+    assert response is not None
+    assert response.status_code == 429, response.text
     assert set(response.json()) == {"error"} and response.json()["error"]
     _assert_cors(response.headers)
     assert accepted >= 1

@@ -27,8 +27,21 @@ START_TIMEOUT = 120.0  # a cold DENO_DIR downloads supabase-js and its dependenc
 
 # What a function inherits from the stack's own environment: how this machine reaches the
 # npm registry (proxies, CA bundles) and where things are, never a project setting or key.
-PASSED_THROUGH = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR")
-PASSED_THROUGH += ("DENO_CERT", "DENO_TLS_CA_STORE", "NPM_CONFIG_REGISTRY", "NODE_EXTRA_CA_CERTS")
+PASSED_THROUGH = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "DENO_CERT",
+        "DENO_TLS_CA_STORE",
+        "NPM_CONFIG_REGISTRY",
+        "NODE_EXTRA_CA_CERTS",
+    }
+)
 
 
 def machine_env() -> dict[str, str]:
