@@ -173,7 +173,14 @@ class EdgeRuntime:
 
     async def start(self) -> None:
         self.deno_dir.mkdir(parents=True, exist_ok=True)
-        env = {**machine_env(), "DENO_DIR": str(self.deno_dir), **self.env}
+        # Trust the system's CA store too (a TLS-inspecting proxy's CA lives there), as npm
+        # and pip on this machine do; DENO_TLS_CA_STORE from the environment wins.
+        env = {
+            "DENO_TLS_CA_STORE": "mozilla,system",
+            **machine_env(),
+            "DENO_DIR": str(self.deno_dir),
+            **self.env,
+        }
         for function in self.functions.values():
             await function.start(self.deno, env, self.log_dir)
             self._ready[function.name] = asyncio.create_task(function.wait_ready())
