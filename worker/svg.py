@@ -180,10 +180,12 @@ def _check_attribute(element: str, key: str, value: str) -> None:
         raise _Refused(f"the SVG has an event handler ({local}=...)")
     if ns == XML_NS and attr == "base":
         raise _Refused("the SVG sets xml:base")
-    compact = _compact(value)
-    _check_scheme(compact, local)
     if attr in URL_ATTRIBUTES:
+        compact = _compact(value)
+        _check_scheme(compact, local)
         _check_reference(element, local, compact)
+    elif ":" in value:  # every scheme needs its colon (entities are decoded by now)
+        _check_scheme(_compact(value), local)
     _check_css(value, f"{local}=...")
 
 
