@@ -76,12 +76,14 @@ def build_services(settings: object) -> object:
             fetch_http,
             allowed_hosts=settings.allowed_download_hosts,
             max_bytes=settings.max_image_bytes,
+            limits=settings.image_limits,
             dev_http_hosts=settings.dev_http_hosts,
         ),
         fetch_sources=SafeFetcher(
             fetch_http,
             allowed_hosts=settings.allowed_source_hosts,
             max_bytes=settings.max_image_bytes,
+            limits=settings.image_limits,
             dev_http_hosts=settings.dev_http_hosts,
         ),
     )

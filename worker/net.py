@@ -18,7 +18,9 @@ Rules, each refusal a ``FetchRefused`` (permanent) with a clear message:
   reading) and within ``max_seconds``.
 - The format is sniffed from the bytes; a body whose content is not an image, does not
   match the served Content-Type, or is not an expected format is refused (an HTML page
-  served as image/png is refused). SVGs with active content are refused.
+  served as image/png is refused). SVGs that are not plain vector art are refused
+  (worker.svg), and so are images whose header declares a side or a pixel count past
+  ``limits`` (WORKER_MAX_IMAGE_SIDE, WORKER_MAX_IMAGE_PIXELS) or no readable size.
 
 Network failures, timeouts and HTTP 408/429/5xx raise ``RetryableError``. The request
 carries no credentials: client-level ``Authorization`` and ``Cookie`` headers are removed.
@@ -45,10 +47,10 @@ from worker.sniff import (
     FORMATS,
     GENERIC_MEDIA_TYPES,
     MEDIA_TYPES,
-    image_size,
+    SizeLimits,
+    inspect_image,
     media_type,
     sniff,
-    svg_problem,
 )
 
 __all__ = ["Fetched", "Resolver", "SafeFetcher", "system_resolver", "to_data_uri"]
@@ -148,6 +150,7 @@ class SafeFetcher:
         *,
         allowed_hosts: Sequence[str],
         max_bytes: int,
+        limits: SizeLimits | None = None,
         dev_http_hosts: Sequence[str] = (),
         resolver: Resolver = system_resolver,
         max_redirects: int = 3,
@@ -161,6 +164,7 @@ class SafeFetcher:
         self._allowed = tuple(_host_pattern(h) for h in allowed_hosts)
         self._dev = frozenset(h.strip().lower() for h in dev_http_hosts if h.strip())
         self._max_bytes = max_bytes
+        self._limits = limits or SizeLimits()
         self._resolver = resolver
         self._max_redirects = max_redirects
         self._timeout = timeout or httpx.Timeout(30.0, connect=5.0)
@@ -172,14 +176,14 @@ class SafeFetcher:
         wanted = _expected(expect)
         if url[:5].lower() == "data:":
             data, claimed = self._decode_data_uri(url)
-            return _verify(data, claimed, wanted)
+            return _verify(data, claimed, wanted, self._limits)
         started = self._clock()
         current = url
         for _ in range(self._max_redirects + 1):
             target = self._check_url(current)
             location, data, claimed = self._get(target, started)
             if location is None:
-                return _verify(data, claimed, wanted)
+                return _verify(data, claimed, wanted, self._limits)
             current = str(target.url.join(location))
             logger.debug("redirect to %s", _for_log(current), extra={"action": "fetch.redirect"})
         raise FetchRefused(f"more than {self._max_redirects} redirects")
@@ -328,7 +332,9 @@ class SafeFetcher:
         return data, claimed
 
 
-def _verify(data: bytes, claimed_header: str, wanted: frozenset[str]) -> Fetched:
+def _verify(
+    data: bytes, claimed_header: str, wanted: frozenset[str], limits: SizeLimits
+) -> Fetched:
     fmt = sniff(data)
     claimed = media_type(claimed_header)
     if fmt is None:
@@ -338,11 +344,9 @@ def _verify(data: bytes, claimed_header: str, wanted: frozenset[str]) -> Fetched
         raise FetchRefused(f"served as {claimed} but the content is {fmt}")
     if fmt not in wanted:
         raise FetchRefused(f"expected {' or '.join(sorted(wanted))}, got {fmt}")
-    if fmt == "svg":
-        problem = svg_problem(data)
-        if problem is not None:
-            raise FetchRefused(problem)
-    size = image_size(data, fmt)
+    problem, size = inspect_image(data, fmt, limits)
+    if problem is not None:
+        raise FetchRefused(problem)
     width, height = size if size is not None else (None, None)
     return Fetched(
         data=data, content_type=CONTENT_TYPES[fmt], format=fmt, width=width, height=height

@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import ConfigError
+from worker.sniff import SizeLimits
 
 JOB_TYPES = ("generate-image", "download-image", "process-webhook", "cleanup-storage")
 
@@ -125,6 +126,17 @@ class Settings(SupabaseSettings):
     max_image_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, validation_alias="WORKER_MAX_IMAGE_BYTES"
     )
+    # Caps on what an image header declares (outputs and img2img sources), checked before
+    # anything is stored: a few bytes of PNG can declare 100000 x 100000 pixels.
+    max_image_side: int = Field(
+        SizeLimits.max_side, ge=64, le=1_000_000, validation_alias="WORKER_MAX_IMAGE_SIDE"
+    )
+    max_image_pixels: int = Field(
+        SizeLimits.max_pixels,
+        ge=64 * 64,
+        le=10**12,
+        validation_alias="WORKER_MAX_IMAGE_PIXELS",
+    )
 
     # -- webhook mode ------
     webhook_url: str | None = Field(None, validation_alias="WORKER_WEBHOOK_URL")
@@ -212,6 +224,10 @@ class Settings(SupabaseSettings):
             raise ConfigError(
                 "WORKER_HEARTBEAT_INTERVAL: must be shorter than WORKER_LEASE_SECONDS"
             )
+
+    @property
+    def image_limits(self) -> SizeLimits:
+        return SizeLimits(max_side=self.max_image_side, max_pixels=self.max_image_pixels)
 
     def secrets(self) -> list[str]:
         """Secret values, for the log redaction filter."""

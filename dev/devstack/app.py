@@ -4,7 +4,7 @@
 /storage/v1             Storage API                 (devstack.storage)
 /auth/v1                GoTrue subset               (devstack.auth)
 /realtime/v1/websocket  Phoenix channels            (devstack.realtime)
-/functions/v1/<name>    functions_compat, when mounted
+/functions/v1/<name>    functions_compat, when mounted; chosen names under Deno (devstack.edge)
 /_stack                 the stack's control API (devstack.admin): switches, faults
 
 The gateway (devstack.gateway, Kong's part on Supabase) wraps them all.
@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from devstack import admin, auth, realtime, rest, storage
 from devstack.context import StackContext
 from devstack.gateway import FaultBook, Gateway
+from devstack.edge import EdgeGateway
 
 
 def create_app(ctx: StackContext) -> ASGIApp:
@@ -72,7 +73,7 @@ def create_app(ctx: StackContext) -> ASGIApp:
             Mount("/storage/v1", app=storage.create_app(ctx)),
             Mount("/auth/v1", app=auth.create_app(ctx)),
             WebSocketRoute("/realtime/v1/websocket", hub.websocket_endpoint),
-            Mount("/functions/v1", app=functions),
+            Mount("/functions/v1", app=EdgeGateway(ctx, fallback=functions)),
             Mount("/_stack", routes=admin.ControlApi(ctx, faults, hub.drop_endpoint).routes()),
         ],
         lifespan=lifespan,

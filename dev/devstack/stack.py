@@ -7,6 +7,8 @@ State lives in one folder (``.stack/`` in the project by default):
     storage/        object bytes
     server.log      the HTTP servers' log
     server.pid      pid of the detached server process
+    edge-<name>.log the output of each function run under Deno (devstack.edge), deno/ its
+                    DENO_DIR unless DEVSTACK_DENO_DIR names another
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from devstack.edge.runtime import parse_functions
 from devstack.keys import StackKeys
 from devstack.pg import PgCluster, free_port
 from worker import migrate
@@ -102,19 +105,30 @@ class StackState:
 
 
 class Stack:
-    """``server_env``: extra environment of the server process, e.g. the stack's switches
-    (``DEVSTACK_MAX_ROWS=0``, see devstack.settings)."""
-
     def __init__(
         self,
         root: Path = DEFAULT_ROOT,
         *,
         fast: bool = False,
         server_env: Mapping[str, str] | None = None,
+        deno_functions: Mapping[str, Path] | None = None,
+        deno: str | None = None,
+        deno_dir: Path | None = None,
     ) -> None:
+        """``server_env``: extra environment of the server process, e.g. the stack's
+        switches (``DEVSTACK_MAX_ROWS=0``, see devstack.settings). ``deno_functions``
+        (name -> module; default from DEVSTACK_DENO_FUNCTIONS, see devstack.edge) are served
+        under Deno instead of functions_compat."""
         self.root = Path(root).resolve()
         self.fast = fast
         self.server_env = dict(server_env or {})
+        if deno_functions is None:
+            spec = os.environ.get("DEVSTACK_DENO_FUNCTIONS", "")
+            deno_functions = parse_functions(spec, Path("supabase/functions"))
+        self.deno_functions = {name: Path(p).resolve() for name, p in deno_functions.items()}
+        self.deno = deno or os.environ.get("DEVSTACK_DENO") or None
+        env_dir = os.environ.get("DEVSTACK_DENO_DIR")
+        self.deno_dir = deno_dir or (Path(env_dir).resolve() if env_dir else None)
         self.state_file = self.root / "state.json"
         self.pid_file = self.root / "server.pid"
         self.log_file = self.root / "server.log"
@@ -193,9 +207,16 @@ class Stack:
         if self.server_running() and self.healthy():
             return
         self.storage_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "devstack", "serve", "--root", str(self.root)]
+        for name, module in self.deno_functions.items():
+            command += ["--deno-function", f"{name}={module}"]
+        if self.deno:
+            command += ["--deno", self.deno]
+        if self.deno_dir:
+            command += ["--deno-dir", str(self.deno_dir)]
         with open(self.log_file, "ab") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "devstack", "serve", "--root", str(self.root)],
+                command,
                 env={**os.environ, **self.server_env},
                 stdout=logf,
                 stderr=subprocess.STDOUT,

@@ -19,6 +19,9 @@
     REPLICATE_WEBHOOK_SECRET         the ``whsec_...`` key of ``GET /v1/webhooks/default/secret``;
                                      replicate-webhook answers 500 without it
     FUNCTIONS_WEBHOOK_TOLERANCE      seconds a delivery's webhook-timestamp may be off (default 300)
+    WORKER_MAX_IMAGE_BYTES           the worker's image size cap (default 25 MiB); a webhook
+                                     body may be up to 4/3 of it (a base64 data URI echoed
+                                     in the prediction's input) + 64 KiB
     REPLICATE_* / WORKER_*           the worker's settings, used by process-jobs and
                                      process-generation (validated here when a Replicate
                                      token is set, so a bad variable fails at start)
@@ -34,6 +37,7 @@ Values are taken from the mapping only: an explicit mapping never mixes with os.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -102,6 +106,11 @@ class _FunctionsEnv(_InitOnly):
     webhook_tolerance: int = Field(
         300, ge=1, le=86_400, validation_alias="FUNCTIONS_WEBHOOK_TOLERANCE"
     )
+    max_image_bytes: int = Field(
+        Settings.model_fields["max_image_bytes"].default,
+        ge=1024,
+        validation_alias="WORKER_MAX_IMAGE_BYTES",
+    )
 
     @field_validator("allowed_source_hosts", "dev_http_hosts", mode="before")
     @classmethod
@@ -159,6 +168,14 @@ class FunctionsConfig:
     worker_config_problem: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_tolerance: int = 300
+    max_image_bytes: int = 25 * 1024 * 1024
+
+    @property
+    def webhook_max_bytes(self) -> int:
+        """The largest webhook body: a delivery echoes the prediction's input, which may hold
+        an img2img source as a base64 data URI (4/3 of WORKER_MAX_IMAGE_BYTES), plus 64 KiB
+        for the rest of the prediction."""
+        return 4 * math.ceil(self.max_image_bytes / 3) + 64 * 1024
 
     @property
     def jwks_url(self) -> str:
@@ -201,6 +218,7 @@ class FunctionsConfig:
                 parsed.webhook_secret.get_secret_value() if parsed.webhook_secret else None
             ),
             webhook_tolerance=parsed.webhook_tolerance,
+            max_image_bytes=parsed.max_image_bytes,
         )
 
     def secrets(self) -> list[str]:
