@@ -24,8 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devstack import admin, auth, realtime, rest, storage
 from devstack.context import StackContext
-from devstack.gateway import FaultBook, Gateway
 from devstack.edge import EdgeGateway
+from devstack.gateway import FaultBook, Gateway
 
 
 def create_app(ctx: StackContext) -> ASGIApp:
