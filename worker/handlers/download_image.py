@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.context import JobContext, required
 from worker.errors import MissingGeneration
-from worker.handlers.base import JobContext, required
 from worker.replicate.inputs import content_type, output_format
+from worker.statuses import GENERATION_TERMINAL, GenerationStatus
 
 KNOWN_FORMATS = ("webp", "png", "jpeg", "svg")
 
@@ -25,13 +26,13 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
     gen = gens.get(gid)
     if gen is None:
         raise MissingGeneration(f"generation {gid} does not exist")
-    if gen["status"] == "cancelled":
+    if gen["status"] == GenerationStatus.CANCELLED:
         ctx.log("job.skipped", "generation was cancelled; nothing to download")
         return {"skipped": "generation cancelled"}
 
-    if gen["status"] != "downloading":
+    if gen["status"] != GenerationStatus.DOWNLOADING:
         gens.update(
-            gid, {"status": "downloading"}, unless_status=("cancelled", "completed", "failed")
+            gid, {"status": GenerationStatus.DOWNLOADING}, unless_status=GENERATION_TERMINAL
         )
     existing = gens.find_image(gid)
     if existing is not None:
@@ -61,10 +62,8 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
             "storage_path": path,
             "public_url": public_url,
             "file_size": len(fetched.data),
-            "width": getattr(fetched, "width", None) or payload.get("width") or gen.get("width"),
-            "height": getattr(fetched, "height", None)
-            or payload.get("height")
-            or gen.get("height"),
+            "width": fetched.width or payload.get("width") or gen.get("width"),
+            "height": fetched.height or payload.get("height") or gen.get("height"),
             "format": fmt,
             "prompt": gen.get("prompt"),
             "negative_prompt": gen.get("negative_prompt"),
@@ -82,9 +81,10 @@ def _complete(ctx: JobContext, gid: str) -> None:
     ctx.services.generations.update(
         gid,
         {
-            "status": "completed",
+            "status": GenerationStatus.COMPLETED,
             "completed_at": datetime.now(UTC).isoformat(),
             "error_message": None,
         },
-        unless_status=("cancelled", "completed"),
+        # a generation marked failed meanwhile is completed all the same: its image exists
+        unless_status=(GenerationStatus.CANCELLED, GenerationStatus.COMPLETED),
     )

@@ -51,9 +51,10 @@ from worker.errors import (
     ProviderBusy,
     RetryableError,
 )
-from worker.replicate.prediction import TERMINAL_STATUSES, Prediction
+from worker.ports import Prediction
+from worker.statuses import PredictionStatus
 
-__all__ = ["TERMINAL_STATUSES", "Prediction", "ReplicateClient", "RetryPolicy"]
+__all__ = ["Prediction", "ReplicateClient", "RetryPolicy"]
 
 logger = logging.getLogger(__name__)
 
@@ -300,17 +301,17 @@ class ReplicateClient:
 
     def _settle(self, p: Prediction) -> bool:
         details = {"prediction_id": p.id, "status": p.status, "error": p.error}
-        if p.status == "failed":
+        if p.status == PredictionStatus.FAILED:
             raise PredictionFailed(
                 f"the model failed: {p.error or 'no error message'}", details=details
             )
-        if p.status == "canceled":
+        if p.status == PredictionStatus.CANCELED:
             with self._lock:
                 ours = p.id in self._cancelled
             if ours:
                 raise JobCancelled(f"prediction {p.id} was cancelled")
             raise PredictionFailed(f"prediction {p.id} was canceled", details=details)
-        if p.status == "aborted":
+        if p.status == PredictionStatus.ABORTED:
             raise RetryableError(
                 f"prediction {p.id} was aborted: its deadline passed before it started",
                 details=details,
