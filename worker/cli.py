@@ -63,9 +63,7 @@ async def _run_daemon(settings: Settings, *, once: bool) -> int:
 
     services = wiring.build_services(settings)
     metrics = worker_metrics()
-    daemon = Daemon(
-        services, metrics, once=once, wakeups_factory=wiring.realtime_wakeups(settings)
-    )
+    daemon = Daemon(services, metrics, once=once, wakeups_factory=wiring.realtime_wakeups(settings))
 
     async def ready() -> tuple[bool, dict[str, object]]:
         fresh = time.monotonic() - daemon.last_db_ok < max(30.0, 3 * settings.poll_interval)

@@ -171,6 +171,8 @@ class Daemon:
                 self.once
                 and not claimed
                 and not self.in_flight
+                # a job that finished while the claim was on its way may have enqueued more
+                and not self._wake.is_set()
                 and not await self._retry_due_soon()
             ):
                 log.info(

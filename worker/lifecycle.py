@@ -73,8 +73,9 @@ class Control(Protocol):
 
     def check(self) -> None: ...
 
-    def log(self, action: str, message: str, *args: Any, level: int = ..., **fields: Any) -> None:
-        ...
+    def log(
+        self, action: str, message: str, *args: Any, level: int = ..., **fields: Any
+    ) -> None: ...
 
 
 class Deadline:

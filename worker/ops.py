@@ -233,9 +233,7 @@ class Operations:
         )
         if not retryable:
             hint = " (add --cancelled to retry it)" if status == JobStatus.CANCELLED else ""
-            raise OpsError(
-                f"job {job_id} is {status}: only failed jobs can be retried{hint}"
-            )
+            raise OpsError(f"job {job_id} is {status}: only failed jobs can be retried{hint}")
         count = _as_int(
             self._rpc("retry_jobs", {"p_job_id": job_id, "p_include_cancelled": include_cancelled})
         )

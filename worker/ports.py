@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from worker.errors import InvalidInput
+from worker.errors import InvalidInput, JobCancelled, PredictionFailed, RetryableError
 from worker.jobs import Job
 from worker.statuses import PREDICTION_RUNNING, PREDICTION_TERMINAL, PredictionStatus
 
@@ -96,6 +96,29 @@ class Prediction:
         """Terminal, or still ``starting``/``processing`` with its output files already
         present (file-output models in sync mode): nothing more to wait for."""
         return self.terminal or (self.status in PREDICTION_RUNNING and bool(self.output_urls))
+
+    def settle(self, *, cancelled_here: bool = False) -> bool:
+        """True when there is nothing more to wait for (``settled``). A prediction that
+        ended without an image raises: ``failed`` -> PredictionFailed (the model's error);
+        ``canceled`` -> JobCancelled when ``cancelled_here`` (the caller cancelled it),
+        else PredictionFailed; ``aborted`` -> RetryableError (its Cancel-After passed
+        before it started)."""
+        details: dict[str, object] = {"prediction_id": self.id, "status": self.status}
+        details["error"] = self.error
+        if self.status == PredictionStatus.FAILED:
+            raise PredictionFailed(
+                f"the model failed: {self.error or 'no error message'}", details=details
+            )
+        if self.status == PredictionStatus.CANCELED:
+            if cancelled_here:
+                raise JobCancelled(f"prediction {self.id} was cancelled")
+            raise PredictionFailed(f"prediction {self.id} was canceled", details=details)
+        if self.status == PredictionStatus.ABORTED:
+            raise RetryableError(
+                f"prediction {self.id} was aborted: its deadline passed before it started",
+                details=details,
+            )
+        return self.settled
 
     @property
     def predict_time(self) -> float | None:

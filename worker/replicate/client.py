@@ -47,12 +47,10 @@ from worker.errors import (
     InvalidInput,
     JobCancelled,
     PermanentError,
-    PredictionFailed,
     ProviderBusy,
     RetryableError,
 )
 from worker.ports import Prediction
-from worker.statuses import PredictionStatus
 
 __all__ = ["Prediction", "ReplicateClient", "RetryPolicy"]
 
@@ -300,23 +298,9 @@ class ReplicateClient:
             self._sleep(min(0.25, end - now, deadline - now))
 
     def _settle(self, p: Prediction) -> bool:
-        details = {"prediction_id": p.id, "status": p.status, "error": p.error}
-        if p.status == PredictionStatus.FAILED:
-            raise PredictionFailed(
-                f"the model failed: {p.error or 'no error message'}", details=details
-            )
-        if p.status == PredictionStatus.CANCELED:
-            with self._lock:
-                ours = p.id in self._cancelled
-            if ours:
-                raise JobCancelled(f"prediction {p.id} was cancelled")
-            raise PredictionFailed(f"prediction {p.id} was canceled", details=details)
-        if p.status == PredictionStatus.ABORTED:
-            raise RetryableError(
-                f"prediction {p.id} was aborted: its deadline passed before it started",
-                details=details,
-            )
-        return p.settled
+        with self._lock:
+            ours = p.id in self._cancelled
+        return p.settle(cancelled_here=ours)
 
     @staticmethod
     def _checked_id(prediction_id: str) -> str:
