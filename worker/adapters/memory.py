@@ -1,6 +1,6 @@
-"""In-memory ports beside the real adapters: the queue, the generations and images, and the
-image store, for fast tests of the daemon, the runner and the handlers (procrastinate's
-``InMemoryConnector``, pgqueuer's in-memory adapter).
+"""In-memory ports beside the real adapters, for fast tests of the daemon, the runner and
+the handlers (procrastinate's ``InMemoryConnector``, pgqueuer's in-memory adapter): the
+queue here, the generations, images and image store in ``memory_generations``.
 
 They follow the SQL of supabase/migrations, not a simplification of it: claim order
 (priority desc, scheduled_at, created_at) over due pending jobs, leases, fencing
@@ -11,18 +11,25 @@ failed, the generation put back to queued or failed), dedupe keys over live jobs
 these and against the real adapters on the local stack, so the two cannot drift apart.
 
 Rows come back as PostgREST returns them (timestamps as ISO strings). Time is
-``clock()``, an aware UTC datetime; tests pass a ``ManualClock`` to move it.
+``clock()``, an aware UTC datetime (``utc_now`` unless a test passes its own).
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from worker.adapters.memory_generations import (
+    Clock,
+    MemoryGenerations,
+    MemoryImageStore,
+    export,
+    iso,
+    utc_now,
+)
 from worker.errors import LeaseLost, PermanentError
 from worker.jobs import PROCESS_WEBHOOK, Job
 from worker.ports import Row, WorkerInfo
@@ -34,25 +41,7 @@ from worker.statuses import (
     JobStatus,
 )
 
-Clock = Callable[[], datetime]
 NO_LEASE_STALE_AFTER = timedelta(minutes=15)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class ManualClock:
-    """A clock that moves only when told (``advance``)."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -70,10 +59,6 @@ class Claim:
     exclude_suspects: bool
     held_before: list[str]  # jobs this worker was running when it asked
     claimed: list[str]
-
-
-def _iso(value: object) -> object:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 @dataclass
@@ -99,7 +84,7 @@ class _Job:
     updated_at: datetime = field(default_factory=utc_now)
 
     def row(self) -> dict[str, object]:
-        row = {k: _iso(v) for k, v in vars(self).items()}
+        row = {k: iso(v) for k, v in vars(self).items()}
         row["attempts"] = self.attempt_number  # the original's name, kept by a view column
         return row
 
@@ -113,102 +98,6 @@ class _Job:
 
     def holds(self, worker_id: str) -> bool:
         return self.status == JobStatus.PROCESSING and self.locked_by == worker_id
-
-
-class MemoryGenerations:
-    """``image_generations`` and ``images``."""
-
-    def __init__(self, clock: Clock = utc_now) -> None:
-        self.clock = clock
-        self.lock = threading.RLock()
-        self.rows: dict[str, dict[str, object]] = {}
-        self.images: dict[str, dict[str, object]] = {}  # by generation id (unique there)
-
-    # -- what the app does (not a port method) ------
-    def add(self, **fields: object) -> str:
-        """Insert a generation the way a client does; returns its id."""
-        now = self.clock()
-        gid = str(fields.pop("id", None) or uuid.uuid4())
-        row: dict[str, object] = {
-            "id": gid,
-            "user_id": None,
-            "prompt": "",
-            "status": GenerationStatus.PENDING,
-            "replicate_prediction_id": None,
-            "error_message": None,
-            "job_id": None,
-            "created_at": now,
-            "updated_at": now,
-            "completed_at": None,
-        }
-        row.update(fields)
-        with self.lock:
-            self.rows[gid] = row
-        return gid
-
-    # -- the port ------
-    def get(self, generation_id: str) -> Row | None:
-        with self.lock:
-            row = self.rows.get(generation_id)
-            return None if row is None else _export(row)
-
-    def update(
-        self,
-        generation_id: str,
-        fields: Mapping[str, object],
-        *,
-        unless_status: Collection[str] = (),
-    ) -> Row | None:
-        with self.lock:
-            row = self.rows.get(generation_id)
-            if row is None or row["status"] in unless_status:
-                return None
-            row.update(fields)
-            row["updated_at"] = self.clock()
-            return _export(row)
-
-    def find_by_prediction(self, prediction_id: str) -> Row | None:
-        with self.lock:
-            for row in self.rows.values():
-                if row.get("replicate_prediction_id") == prediction_id:
-                    return _export(row)
-        return None
-
-    def find_image(self, generation_id: str) -> Row | None:
-        with self.lock:
-            image = self.images.get(generation_id)
-            return None if image is None else _export(image)
-
-    def insert_image(self, row: Mapping[str, object]) -> Row:
-        gid = str(row["generation_id"])
-        with self.lock:
-            if gid not in self.rows:
-                raise PermanentError(f"insert image failed: no generation {gid} (code 23503)")
-            existing = self.images.get(gid)
-            if existing is not None:  # the unique index: a retry gets the first image
-                return _export(existing)
-            image = {"id": str(uuid.uuid4()), "created_at": self.clock(), **row}
-            self.images[gid] = image
-            return _export(image)
-
-    def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
-        with self.lock:
-            return {
-                gid: str(self.rows[gid]["status"]) for gid in generation_ids if gid in self.rows
-            }
-
-    # -- what the SQL functions do to generations ------
-    def _set(
-        self, generation_id: object, fields: Mapping[str, object], when: Callable[[str], bool]
-    ) -> None:
-        row = self.rows.get(str(generation_id))
-        if row is not None and when(str(row["status"])):
-            row.update(fields)
-            row["updated_at"] = self.clock()
-
-
-def _export(row: Mapping[str, object]) -> dict[str, object]:
-    return {k: _iso(v) for k, v in row.items()}
 
 
 class MemoryQueue:
@@ -247,7 +136,7 @@ class MemoryQueue:
             if gen is None:
                 raise PermanentError(f"generation {generation_id} not found (code P0002)")
             if gen["status"] in GENERATION_TERMINAL:
-                return _export(gen)
+                return export(gen)
             mine = [
                 j for j in self.jobs.values() if j.payload.get("generation_id") == generation_id
             ]
@@ -266,7 +155,7 @@ class MemoryQueue:
             if prediction and not running:
                 payload = {"prediction_id": prediction, "cancel": True, "user_id": gen["user_id"]}
                 self._enqueue(PROCESS_WEBHOOK, payload, 1, 3, f"cancel:{prediction}")
-            return _export(gen)
+            return export(gen)
 
     # -- the port ------
     def claim(
@@ -421,7 +310,7 @@ class MemoryQueue:
                         for j in live
                     )
                 ),
-                key=lambda g: str(_iso(g["updated_at"])),
+                key=lambda g: str(iso(g["updated_at"])),
             )[: max(limit, 0)]
             for gen in due:
                 pid = gen["replicate_prediction_id"]
@@ -518,7 +407,7 @@ class MemoryQueue:
                 "error_message": "The generation was abandoned: its worker stopped responding "
                 "on the final attempt.",
             }
-            gens._set(gid, abandoned, lambda s: s not in GENERATION_TERMINAL)
+            gens.set_if(gid, abandoned, lambda s: s not in GENERATION_TERMINAL)
         else:
             details = {**(job.error_details or {}), "lease_expired_at": now.isoformat()}
             self._touch(
@@ -531,40 +420,11 @@ class MemoryQueue:
                 error_details=details,
             )
             back = (GenerationStatus.PROCESSING, GenerationStatus.DOWNLOADING)
-            gens._set(gid, {"status": GenerationStatus.QUEUED}, lambda s: s in back)
+            gens.set_if(gid, {"status": GenerationStatus.QUEUED}, lambda s: s in back)
 
 
 def _before(value: object, cutoff: datetime) -> bool:
     return isinstance(value, datetime) and value < cutoff
-
-
-class MemoryImageStore:
-    """The ``generated-images`` bucket: objects by path, upserted."""
-
-    def __init__(
-        self, base_url: str = "http://storage.test", bucket: str = "generated-images"
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.bucket = bucket
-        self.objects: dict[str, tuple[bytes, str]] = {}
-        self._lock = threading.Lock()
-
-    def upload(self, path: str, data: bytes, content_type: str) -> None:
-        with self._lock:
-            self.objects[path] = (data, content_type)
-
-    def public_url(self, path: str) -> str:
-        return f"{self.base_url}/storage/v1/object/public/{self.bucket}/{path}"
-
-    def remove(self, paths: Sequence[str]) -> None:
-        with self._lock:
-            for path in paths:
-                self.objects.pop(path, None)
-
-    def list_paths(self, limit: int) -> list[str]:
-        """Objects one folder deep (``<user>/<file>``), as the Storage adapter lists them."""
-        with self._lock:
-            return sorted(p for p in self.objects if p.count("/") == 1)[: max(limit, 0)]
 
 
 @dataclass
