@@ -129,7 +129,7 @@ def test_it_claims_only_as_many_jobs_as_it_has_free_threads(
 
 
 def test_a_suspect_runs_alone(world_factory: Callable[..., World]) -> None:
-    world = world_factory(WORKER_CONCURRENCY=3)
+    world = world_factory(SLOWER, WORKER_CONCURRENCY=3)  # it runs over a few polls
     q = world.db.queue
     suspect_gid, suspect = world.submit()
     q.jobs[suspect].priority = 5
