@@ -28,6 +28,8 @@ from worker.errors import ConfigError
 from worker.jobs import CLEANUP_STORAGE, DOWNLOAD_IMAGE, GENERATE_IMAGE, PROCESS_WEBHOOK
 
 JOB_TYPES = (GENERATE_IMAGE, DOWNLOAD_IMAGE, PROCESS_WEBHOOK, CLEANUP_STORAGE)
+# img2img sources: Supabase Storage and Replicate's CDN (the functions add the project host)
+DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
 
 
 # -- validators shared by every settings class (the daemon's, the operator commands', and
@@ -146,8 +148,7 @@ class Settings(SupabaseSettings):
         validation_alias="WORKER_ALLOWED_DOWNLOAD_HOSTS",
     )
     allowed_source_hosts: CsvList = Field(
-        ("*.supabase.co", "replicate.delivery", "*.replicate.delivery"),
-        validation_alias="WORKER_ALLOWED_SOURCE_HOSTS",
+        DEFAULT_SOURCE_HOSTS, validation_alias="WORKER_ALLOWED_SOURCE_HOSTS"
     )
     dev_http_hosts: CsvList = Field((), validation_alias="WORKER_DEV_HTTP_HOSTS")
     max_image_bytes: int = Field(

@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from worker.errors import ConfigError
 from worker.settings import (
+    DEFAULT_SOURCE_HOSTS,
     CsvList,
     OptionalCsvList,
     OptionalSecret,
@@ -46,8 +47,6 @@ from worker.settings import (
     WebhookSecret,
     describe_validation_error,
 )
-
-DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
 
 
 class _InitOnly(BaseSettings):

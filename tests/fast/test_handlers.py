@@ -12,6 +12,7 @@ import pytest
 
 from tests.fast.conftest import World
 from worker.adapters.memory_provider import HANG, Script, image
+from worker.context import JobContext
 from worker.errors import (
     DeadlineExceeded,
     FetchRefused,
@@ -143,33 +144,47 @@ def test_a_refused_source_stops_before_any_prediction(world: World) -> None:
     assert world.model.created == []
 
 
-def _run_in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
+def _stop_while_waiting(world: World, stop: Callable[[JobContext], None]) -> tuple[str, str]:
+    """Run generate-image in a thread, ``stop`` its context once the prediction exists;
+    the handler must raise JobCancelled. Returns (generation id, prediction id)."""
+    gid, _ = world.submit()
+    ctx = world.context(world.claim())
+    raised: list[BaseException] = []
 
     def run() -> None:
         try:
-            fn()
+            generate_image.handle(ctx)
         except BaseException as exc:  # handed to the test
-            errors.append(exc)
+            raised.append(exc)
 
     thread = threading.Thread(target=run)
     thread.start()
-    return thread, errors
+    deadline = time.monotonic() + 5
+    while not world.model.runs:
+        assert time.monotonic() < deadline, "no prediction was created"
+        time.sleep(0.005)
+    stop(ctx)
+    thread.join(5)
+    assert [type(e) for e in raised] == [JobCancelled]
+    return gid, next(iter(world.model.runs))
 
 
 def test_a_user_cancel_while_waiting_cancels_the_prediction(
     world_factory: Callable[..., World],
 ) -> None:
     world = world_factory(HANG)
-    gid, _ = world.submit()
-    ctx = world.context(world.claim())
-    thread, errors = _run_in_thread(lambda: generate_image.handle(ctx))
-    pid = _wait_created(world)
-    ctx.cancel()
-    thread.join(5)
-    assert [type(e) for e in errors] == [JobCancelled]
+    gid, pid = _stop_while_waiting(world, JobContext.cancel)
     assert world.model.cancelled == [pid]
     assert world.generation(gid)["replicate_prediction_id"] is None  # a retry starts afresh
+
+
+def test_a_shutdown_leaves_the_prediction_for_the_next_attempt(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(HANG)
+    gid, pid = _stop_while_waiting(world, JobContext.abandon)
+    assert world.model.cancelled == []
+    assert world.generation(gid)["replicate_prediction_id"] == pid
 
 
 def test_the_job_deadline_cancels_the_prediction(world_factory: Callable[..., World]) -> None:
@@ -179,29 +194,6 @@ def test_the_job_deadline_cancels_the_prediction(world_factory: Callable[..., Wo
         generate_image.handle(world.context(world.claim()))
     [pid] = list(world.model.runs)
     assert world.model.cancelled == [pid]
-
-
-def test_a_shutdown_leaves_the_prediction_for_the_next_attempt(
-    world_factory: Callable[..., World],
-) -> None:
-    world = world_factory(HANG)
-    gid, _ = world.submit()
-    ctx = world.context(world.claim())
-    thread, errors = _run_in_thread(lambda: generate_image.handle(ctx))
-    pid = _wait_created(world)
-    ctx.abandon()
-    thread.join(5)
-    assert [type(e) for e in errors] == [JobCancelled]
-    assert world.model.cancelled == []
-    assert world.generation(gid)["replicate_prediction_id"] == pid
-
-
-def _wait_created(world: World) -> str:
-    deadline = time.monotonic() + 5
-    while not world.model.runs:
-        assert time.monotonic() < deadline, "no prediction was created"
-        time.sleep(0.005)
-    return next(iter(world.model.runs))
 
 
 # -- download-image ------
