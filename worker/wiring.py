@@ -8,8 +8,8 @@
   the two safe fetchers), also used by the functions' process-jobs and process-generation.
 - ``realtime_wakeups``: the daemon's Realtime subscription.
 
-The CLI, the operator commands and ``functions_compat`` get their clients and services
-from here; nothing else imports an adapter's class.
+The CLI, the operator commands and ``functions_compat`` get their clients, ports and
+services from here; nothing else in the product imports an adapter's class.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from worker.adapters.rest import SupabaseGenerations, SupabaseQueue
 from worker.adapters.storage import SupabaseImageStore
 from worker.daemon import Wakeups
 from worker.net import SafeFetcher
+from worker.ports import Generations
 from worker.replicate.client import ReplicateClient
 from worker.services import Services
 from worker.settings import Settings, SupabaseSettings
@@ -49,6 +50,11 @@ def service_client(settings: SupabaseSettings, *, timeout: float = DB_TIMEOUT) -
     """The service_role client of ``settings``."""
     key = settings.supabase_service_role_key.get_secret_value()
     return supabase_client(settings.supabase_url, key, timeout=timeout)
+
+
+def generations(client: Client) -> Generations:
+    """Generations and images over ``client`` (the functions read them through the port)."""
+    return SupabaseGenerations(client)
 
 
 def build_services(settings: Settings) -> Services:

@@ -37,7 +37,7 @@ from functions_compat.process_jobs import ProcessJobs
 from functions_compat.replicate_webhook import ReplicateWebhook, WebhookStore
 from functions_compat.runtime import WorkerRuntimes
 from functions_compat.start_generation import GenerationStarter, StartGeneration
-from worker.wiring import supabase_client
+from worker import wiring
 
 log = logging.getLogger("functions_compat")
 
@@ -48,9 +48,10 @@ WEBHOOK_DB_TIMEOUT = 10.0  # Replicate waits for the answer; it retries failed d
 def build_endpoints(config: FunctionsConfig, runtimes: WorkerRuntimes) -> dict[str, Endpoint]:
     """Function name -> endpoint."""
     verifier = TokenVerifier(config)
-    db = ServiceDb(supabase_client(config.supabase_url, config.service_key))
+    client = wiring.supabase_client(config.supabase_url, config.service_key)
+    db = ServiceDb(client, wiring.generations(client))
     webhook_store = WebhookStore(
-        supabase_client(config.supabase_url, config.service_key, timeout=WEBHOOK_DB_TIMEOUT)
+        wiring.supabase_client(config.supabase_url, config.service_key, timeout=WEBHOOK_DB_TIMEOUT)
     )
     starter = GenerationStarter(config, db)
     return {

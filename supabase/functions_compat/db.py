@@ -3,8 +3,8 @@
 One client with one fixed identity (service_role, built by ``worker.wiring``) is shared by
 all requests, which supabase-py supports (WIRE.md 7.3); every call runs in Starlette's
 thread pool so the event loop (which, in the local stack, also serves /rest/v1) is never
-blocked. Generations and images are read through the worker's adapter
-(``SupabaseGenerations``); the catalogue and ``create_generation`` are the functions' own.
+blocked. Generations and images are read through the worker's generations port (over the
+same client); the catalogue and ``create_generation`` are the functions' own.
 Errors are mapped to ``HttpError``s the endpoints can answer with.
 """
 
@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from supabase import Client
 
 from functions_compat.http import HttpError
-from worker.adapters.rest import SupabaseGenerations
 from worker.errors import WorkerError
+from worker.ports import Generations
 
 log = logging.getLogger("functions_compat.db")
 
@@ -41,9 +41,9 @@ def _first(data: Any) -> Row | None:
 
 
 class ServiceDb:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, generations: Generations) -> None:
         self._client = client
-        self._generations = SupabaseGenerations(client)
+        self._generations = generations
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
