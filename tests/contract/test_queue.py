@@ -13,6 +13,11 @@ from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE, PROCESS_WEBHOOK, parse_t
 from worker.statuses import GenerationStatus, JobStatus
 
 TYPES = [GENERATE_IMAGE, DOWNLOAD_IMAGE]
+JOB_COLUMNS = {  # job_queue as the migrations define it; a new column needs the double too
+    "id", "job_type", "payload", "status", "priority", "attempt_number", "max_attempts",
+    "scheduled_at", "started_at", "completed_at", "result", "error_message", "error_details",
+    "created_by", "locked_by", "locked_until", "dedupe_key", "created_at", "updated_at",
+}
 LEASE = 60
 
 
@@ -52,6 +57,7 @@ def test_a_claim_sets_the_lease_and_counts_the_attempt(backend: Backend, worker_
     assert (job.id, job.attempt_number, job.max_attempts) == (job_id, 1, 4)
     assert job.payload == {"generation_id": "g"} and not job.suspect
     row = backend.job(job_id)
+    assert set(row) == JOB_COLUMNS
     assert row["status"] == JobStatus.PROCESSING and row["locked_by"] == worker_id
     lease_end = _ts(row["locked_until"])
     assert before + timedelta(seconds=LEASE - 5) < lease_end < before + timedelta(seconds=LEASE + 5)

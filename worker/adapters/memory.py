@@ -84,9 +84,7 @@ class _Job:
     updated_at: datetime = field(default_factory=utc_now)
 
     def row(self) -> dict[str, object]:
-        row = {k: iso(v) for k, v in vars(self).items()}
-        row["attempts"] = self.attempt_number  # the original's name, kept by a view column
-        return row
+        return {k: iso(v) for k, v in vars(self).items()}
 
     @property
     def live(self) -> bool:
