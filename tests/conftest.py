@@ -127,3 +127,15 @@ def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+FAST_FOLDERS = ("unit", "fast")  # everything in them; tests/contract marks its memory half
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier (`pytest -m fast`): the folders that never touch Postgres or the stack."""
+    tests = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(tests).parts
+        if parts and parts[0] in FAST_FOLDERS:
+            item.add_marker(pytest.mark.fast)

@@ -35,13 +35,14 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 import httpx
 
 from worker.errors import FetchRefused, RetryableError
+from worker.ports import Fetched
 from worker.sniff import (
     CONTENT_TYPES,
     FORMATS,
@@ -53,7 +54,15 @@ from worker.sniff import (
     sniff,
 )
 
-__all__ = ["Fetched", "Resolver", "SafeFetcher", "system_resolver", "to_data_uri"]
+__all__ = [
+    "Fetched",
+    "Resolver",
+    "SafeFetcher",
+    "UrlTarget",
+    "check_url",
+    "host_allowed",
+    "system_resolver",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,24 +72,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ALIASES = {"jpg": "jpeg"}
-
-
-@dataclass(frozen=True)
-class Fetched:
-    data: bytes = field(repr=False)
-    content_type: str  # canonical for the sniffed format, not what the server said
-    format: str  # png | jpeg | webp | gif | svg
-    width: int | None = None  # from the image header, when it has one
-    height: int | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-
-def to_data_uri(fetched: Fetched) -> str:
-    """A ``data:`` URI for the bytes (the img2img source sent to Replicate)."""
-    return f"data:{fetched.content_type};base64,{base64.b64encode(fetched.data).decode('ascii')}"
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -128,6 +119,56 @@ def address_problem(ip: IPAddress, *, allow_loopback: bool = False) -> str | Non
         if bad:
             return f"{name} address {ip}"
     return None
+
+
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """``host`` matches an allow-list entry: an exact name, or ``*.suffix`` for any name
+    below ``suffix`` (never ``suffix`` itself). Case and a trailing dot do not count."""
+    host = host.lower().rstrip(".")
+    for entry in patterns:
+        pattern = entry.strip().lower().rstrip(".")
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class UrlTarget:
+    url: httpx.URL  # as given
+    host: str  # IDNA / ASCII name
+    port: int
+    dev: bool  # one of the dev_http_hosts (plain http and loopback allowed)
+
+
+def check_url(
+    raw: str, allowed_hosts: Iterable[str], dev_http_hosts: Collection[str] = ()
+) -> UrlTarget:
+    """The URL rules that need no network: ``https`` (plain ``http`` only for an exact
+    ``host:port`` of ``dev_http_hosts``), no credentials, a host on ``allowed_hosts`` (or a
+    dev host). ``FetchRefused`` says which rule failed. Used by the fetcher before it
+    resolves the name, and by start-generation for ``source_image_url``."""
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL as exc:
+        raise FetchRefused(f"not a valid URL: {exc}") from None
+    scheme = url.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise FetchRefused(f"scheme {scheme or '(none)'!r} is not allowed: use https")
+    if url.userinfo:
+        raise FetchRefused("URLs with credentials are not allowed")
+    host = url.raw_host.decode("ascii").lower().rstrip(".")
+    if not host:
+        raise FetchRefused("the URL has no host")
+    port = url.port or (443 if scheme == "https" else 80)
+    dev = _host_port(host, port) in {h.strip().lower() for h in dev_http_hosts}
+    if scheme == "http" and not dev:
+        raise FetchRefused(f"plain http is not allowed ({host}): use https")
+    if not dev and not host_allowed(host, allowed_hosts):
+        raise FetchRefused(f"host {host} is not on the allowed list")
+    return UrlTarget(url=url, host=host, port=port, dev=dev)
 
 
 @dataclass(frozen=True)
@@ -191,40 +232,16 @@ class SafeFetcher:
     # -- URL and address checks -------------------------------------------------------------
 
     def host_allowed(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        for pattern in self._allowed:
-            if pattern.startswith("*."):
-                if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                    return True
-            elif host == pattern:
-                return True
-        return False
+        return host_allowed(host, self._allowed)
 
     def _check_url(self, raw: str) -> _Target:
-        try:
-            url = httpx.URL(raw)
-        except httpx.InvalidURL as exc:
-            raise FetchRefused(f"not a valid URL: {exc}") from None
-        scheme = url.scheme.lower()
-        if scheme not in ("https", "http"):
-            raise FetchRefused(f"scheme {scheme or '(none)'!r} is not allowed: use https")
-        if url.userinfo:
-            raise FetchRefused("URLs with credentials are not allowed")
-        host = url.raw_host.decode("ascii").lower().rstrip(".")
-        if not host:
-            raise FetchRefused("the URL has no host")
-        port = url.port or (443 if scheme == "https" else 80)
-        dev = _host_port(host, port) in self._dev
-        if scheme == "http" and not dev:
-            raise FetchRefused(f"plain http is not allowed ({host}): use https")
-        if not dev and not self.host_allowed(host):
-            raise FetchRefused(f"host {host} is not on the allowed list")
-        addresses = self._resolve(host, port)
+        target = check_url(raw, self._allowed, self._dev)
+        addresses = self._resolve(target.host, target.port)
         for address in addresses:
-            problem = address_problem(ipaddress.ip_address(address), allow_loopback=dev)
+            problem = address_problem(ipaddress.ip_address(address), allow_loopback=target.dev)
             if problem is not None:
-                raise FetchRefused(f"{host} resolves to a {problem}")
-        return _Target(url=url, host=host, address=addresses[0])
+                raise FetchRefused(f"{target.host} resolves to a {problem}")
+        return _Target(url=target.url, host=target.host, address=addresses[0])
 
     def _resolve(self, host: str, port: int) -> list[str]:
         try:

@@ -40,27 +40,28 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from worker.errors import ConfigError
-from worker.settings import Settings, describe_validation_error
-from worker.webhooks import WebhookSignatureError, sign
+from worker.settings import (
+    DEFAULT_SOURCE_HOSTS,
+    CsvList,
+    OptionalCsvList,
+    OptionalSecret,
+    OptionalText,
+    Settings,
+    SupabaseSettings,
+    WebhookSecret,
+    describe_validation_error,
+)
 
 log = logging.getLogger("functions_compat.config")
 
-CsvList = Annotated[tuple[str, ...], NoDecode]
 RETIRED_LIMIT = "FUNCTIONS_MAX_IN_FLIGHT"
-DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
-
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return tuple(part.strip().lower() for part in value.split(",") if part.strip())
-    return value
 
 
 class _InitOnly(BaseSettings):
@@ -78,31 +79,25 @@ class _InitOnly(BaseSettings):
         return (init_settings,)
 
 
-class _FunctionsEnv(_InitOnly):
-    model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", hide_input_in_errors=True
-    )
+class _FunctionsEnv(_InitOnly, SupabaseSettings):
+    """The project connection (the worker's validators) and the functions' own variables."""
 
-    supabase_url: str = Field(validation_alias="SUPABASE_URL")
-    service_key: SecretStr = Field(
-        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
-    )
-    jwt_secret: SecretStr | None = Field(None, validation_alias="SUPABASE_JWT_SECRET")
-    anon_key: SecretStr | None = Field(
+    jwt_secret: OptionalSecret = Field(None, validation_alias="SUPABASE_JWT_SECRET")
+    anon_key: OptionalSecret = Field(
         None, validation_alias=AliasChoices("SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY")
     )
     max_prompt_chars: int = Field(
         2000, ge=1, le=100_000, validation_alias="FUNCTIONS_MAX_PROMPT_CHARS"
     )
-    allowed_source_hosts: CsvList | None = Field(
+    allowed_source_hosts: OptionalCsvList = Field(
         None, validation_alias="FUNCTIONS_ALLOWED_SOURCE_HOSTS"
     )
     generate_timeout: float = Field(
         120.0, gt=0, le=3600, validation_alias="FUNCTIONS_GENERATE_TIMEOUT"
     )
-    jwt_issuer: str | None = Field(None, validation_alias="FUNCTIONS_JWT_ISSUER")
+    jwt_issuer: OptionalText = Field(None, validation_alias="FUNCTIONS_JWT_ISSUER")
     dev_http_hosts: CsvList = Field((), validation_alias="WORKER_DEV_HTTP_HOSTS")
-    webhook_secret: SecretStr | None = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
+    webhook_secret: WebhookSecret = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
     webhook_tolerance: int = Field(
         300, ge=1, le=86_400, validation_alias="FUNCTIONS_WEBHOOK_TOLERANCE"
     )
@@ -111,41 +106,6 @@ class _FunctionsEnv(_InitOnly):
         ge=1024,
         validation_alias="WORKER_MAX_IMAGE_BYTES",
     )
-
-    @field_validator("allowed_source_hosts", "dev_http_hosts", mode="before")
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
-
-    @field_validator("supabase_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
-        return value.rstrip("/")
-
-    @field_validator("service_key")
-    @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                sign(value.get_secret_value(), "check", 0, b"")
-            except WebhookSignatureError:
-                raise ValueError("must be the whsec_<base64> signing secret of Replicate") from None
-        return value
-
-    @field_validator("jwt_secret", "anon_key", "jwt_issuer", "webhook_secret", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
 
 
 class WorkerEnvSettings(_InitOnly, Settings):
@@ -203,7 +163,7 @@ class FunctionsConfig:
         worker_settings, problem = _worker_settings(values)
         return cls(
             supabase_url=parsed.supabase_url,
-            service_key=parsed.service_key.get_secret_value(),
+            service_key=parsed.supabase_service_role_key.get_secret_value(),
             jwt_secret=parsed.jwt_secret.get_secret_value() if parsed.jwt_secret else None,
             anon_key=parsed.anon_key.get_secret_value() if parsed.anon_key else None,
             max_prompt_chars=parsed.max_prompt_chars,

@@ -1,9 +1,11 @@
 """The functions' access to the project.
 
-- ``ServiceDb``: supabase-py (sync client, service key) in threads. One client with one
-  fixed identity (service_role) is shared by all requests, which supabase-py supports
-  (WIRE.md 7.3); every call runs in Starlette's thread pool so the event loop (which, in
-  the local stack, also serves /rest/v1) is never blocked.
+- ``ServiceDb``: one client with one fixed identity (service_role, built by
+  ``worker.wiring``) shared by all requests, which supabase-py supports (WIRE.md 7.3); every
+  call runs in Starlette's thread pool so the event loop (which, in the local stack, also
+  serves /rest/v1) is never blocked. Generations and images are read through the worker's
+  generations port (over the same client); the catalogue and ``create_generation`` are the
+  functions' own.
 - ``UserDb``: postgrest-py's async client with the caller's own JWT, so the database
   applies that user's role and rules (``request_generation`` decides the user from the
   token, never from the body).
@@ -22,9 +24,11 @@ from postgrest import AsyncPostgrestClient
 from postgrest.constants import DEFAULT_POSTGREST_CLIENT_HEADERS
 from postgrest.exceptions import APIError
 from starlette.concurrency import run_in_threadpool
-from supabase import Client, ClientOptions, create_client
+from supabase import Client
 
 from functions_compat.http import HttpError
+from worker.errors import WorkerError
+from worker.ports import Generations
 
 log = logging.getLogger("functions_compat.db")
 
@@ -48,13 +52,9 @@ def _first(data: Any) -> Row | None:
 
 
 class ServiceDb:
-    def __init__(self, supabase_url: str, service_key: str) -> None:
-        options = ClientOptions(
-            auto_refresh_token=False,
-            persist_session=False,
-            postgrest_client_timeout=30,
-        )
-        self._client: Client = create_client(supabase_url, service_key, options)
+    def __init__(self, client: Client, generations: Generations) -> None:
+        self._client = client
+        self._generations = generations
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -63,6 +63,9 @@ class ServiceDb:
             raise
         except APIError as exc:
             raise _api_error(what, exc) from exc
+        except WorkerError as exc:
+            log.warning("%s failed: %s", what, exc.message)
+            raise HttpError(500, "Internal server error") from exc
         except Exception as exc:
             log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
             raise HttpError(500, "Internal server error") from exc
@@ -101,31 +104,12 @@ class ServiceDb:
         return row
 
     async def generation(self, generation_id: str) -> Row | None:
-        def run() -> Any:
-            return (
-                self._client.table("image_generations")
-                .select("*")
-                .eq("id", generation_id)
-                .limit(1)
-                .execute()
-                .data
-            )
-
-        return _first(await self._call("read generation", run))
+        row = await self._call("read generation", lambda: self._generations.get(generation_id))
+        return None if row is None else dict(row)
 
     async def image_for(self, generation_id: str) -> Row | None:
-        def run() -> Any:
-            return (
-                self._client.table("images")
-                .select("*")
-                .eq("generation_id", generation_id)
-                .order("created_at")
-                .limit(1)
-                .execute()
-                .data
-            )
-
-        return _first(await self._call("read image", run))
+        row = await self._call("read image", lambda: self._generations.find_image(generation_id))
+        return None if row is None else dict(row)
 
 
 class UserDb:

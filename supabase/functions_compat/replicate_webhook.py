@@ -31,16 +31,16 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from supabase import Client, ClientOptions, create_client
+from supabase import Client
 
 from functions_compat.config import FunctionsConfig
 from functions_compat.http import HttpError, json_response
+from worker.statuses import PREDICTION_TERMINAL
 from worker.webhooks import SignatureCheck, WebhookSignatureError, is_unix_seconds
 
 log = logging.getLogger("functions_compat.replicate_webhook")
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
-TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 INLINE_BODY_BYTES = 64 * 1024  # larger bodies are not copied into the job
 MAX_ID_CHARS = 256
 MAX_SIGNATURE_CHARS = 4096
@@ -49,11 +49,8 @@ MAX_SIGNATURE_CHARS = 4096
 class WebhookStore:
     """``public.record_webhook`` through PostgREST with the service key."""
 
-    def __init__(self, supabase_url: str, service_key: str) -> None:
-        options = ClientOptions(
-            auto_refresh_token=False, persist_session=False, postgrest_client_timeout=10
-        )
-        self._client: Client = create_client(supabase_url, service_key, options)
+    def __init__(self, client: Client) -> None:
+        self._client = client
 
     async def record(
         self, webhook_id: str, prediction_id: str, payload: dict[str, Any]
@@ -103,7 +100,7 @@ class ReplicateWebhook:
             log.warning("webhook %s rejected: %s", headers["webhook-id"][:64], exc.message)
             raise HttpError(401, f"Invalid webhook: {exc.message}") from None
         text, prediction_id, status = _prediction(body)
-        if status not in TERMINAL:
+        if status not in PREDICTION_TERMINAL:
             return json_response({"received": True, "ignored": f"prediction {status}"})
         payload: dict[str, Any] = {"status": status, "webhook": headers}
         if len(body) <= INLINE_BODY_BYTES:

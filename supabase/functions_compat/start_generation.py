@@ -33,6 +33,7 @@ from functions_compat.validation import (
     Limits,
     parse_generation_body,
 )
+from worker.statuses import GenerationStatus
 
 DEFAULT_SIDE = 1024
 DEFAULT_STEPS = 30
@@ -174,7 +175,7 @@ class StartGeneration:
                 "success": True,
                 "generation_id": started.generation_id,
                 "job_id": started.job_id,
-                "status": "queued",
+                "status": GenerationStatus.QUEUED,
                 "message": STARTED_MESSAGE,
             }
         )

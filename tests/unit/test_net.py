@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.unit.local_http import LocalServer, Route, tls_context
 from worker.errors import FetchRefused, RetryableError
-from worker.net import Fetched, SafeFetcher, to_data_uri
+from worker.net import Fetched, SafeFetcher
 
 MAX = 64 * 1024
 SVG = (b'<?xml version="1.0" encoding="UTF-8"?>\n<!-- made by a model -->\n'
@@ -328,7 +328,7 @@ def test_data_uris() -> None:
     assert (png.data, png.format, png.width) == (PNG, "png", 7)
     svg = f.fetch("data:image/svg+xml," + SVG.decode().replace("#", "%23"))
     assert svg.format == "svg" and svg.data == SVG
-    assert f.fetch(to_data_uri(Fetched(JPEG, "image/jpeg", "jpeg"))).data == JPEG
+    assert f.fetch(Fetched(JPEG, "image/jpeg", "jpeg").data_uri()).data == JPEG
     with pytest.raises(FetchRefused, match="larger than"):
         f.fetch("data:image/png;base64," + base64.b64encode(PNG + b"\0" * MAX).decode())
     with pytest.raises(FetchRefused, match="not valid base64"):
@@ -342,6 +342,6 @@ def test_data_uris() -> None:
 
 
 def test_to_data_uri_round_trip() -> None:
-    uri = to_data_uri(Fetched(WEBP, "image/webp", "webp"))
+    uri = Fetched(WEBP, "image/webp", "webp").data_uri()
     assert uri.startswith("data:image/webp;base64,")
     assert base64.b64decode(uri.split(",", 1)[1]) == WEBP

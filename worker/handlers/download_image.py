@@ -16,12 +16,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.context import JobContext, required
 from worker.errors import GenerationClosed, MissingGeneration
-from worker.handlers.base import JobContext, required
+from worker.ports import Fetched
 from worker.replicate.inputs import content_type, output_format
+from worker.statuses import GENERATION_TERMINAL, GenerationStatus
 
 KNOWN_FORMATS = ("webp", "png", "jpeg", "svg")
-GIVEN_UP = ("cancelled", "failed")
+GIVEN_UP = (GenerationStatus.CANCELLED, GenerationStatus.FAILED)
 
 
 def handle(ctx: JobContext) -> Mapping[str, Any]:
@@ -36,9 +38,9 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
         ctx.log("job.skipped", "generation was %s; nothing to download", gen["status"])
         return {"skipped": f"generation {gen['status']}"}
 
-    if gen["status"] != "downloading":
+    if gen["status"] != GenerationStatus.DOWNLOADING:
         gens.update(
-            gid, {"status": "downloading"}, unless_status=("cancelled", "completed", "failed")
+            gid, {"status": GenerationStatus.DOWNLOADING}, unless_status=GENERATION_TERMINAL
         )
     existing = gens.find_image(gid)
     if existing is not None:
@@ -82,7 +84,7 @@ def _image_row(
     gid: str,
     gen: Mapping[str, Any],
     payload: Mapping[str, Any],
-    fetched: Any,
+    fetched: Fetched,
     path: str,
     public_url: str,
 ) -> dict[str, Any]:
@@ -93,8 +95,8 @@ def _image_row(
         "storage_path": path,
         "public_url": public_url,
         "file_size": len(fetched.data),
-        "width": getattr(fetched, "width", None) or payload.get("width") or gen.get("width"),
-        "height": getattr(fetched, "height", None) or payload.get("height") or gen.get("height"),
+        "width": fetched.width or payload.get("width") or gen.get("width"),
+        "height": fetched.height or payload.get("height") or gen.get("height"),
         "format": path.rsplit(".", 1)[-1],
         "prompt": gen.get("prompt"),
         "negative_prompt": gen.get("negative_prompt"),
@@ -103,12 +105,13 @@ def _image_row(
 
 
 def _complete(ctx: JobContext, gid: str) -> None:
+    # Never over a given-up generation: the database refuses it too.
     ctx.services.generations.update(
         gid,
         {
-            "status": "completed",
+            "status": GenerationStatus.COMPLETED,
             "completed_at": datetime.now(UTC).isoformat(),
             "error_message": None,
         },
-        unless_status=("cancelled", "completed", "failed"),
+        unless_status=GENERATION_TERMINAL,
     )
