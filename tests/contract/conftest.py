@@ -24,6 +24,18 @@ from worker.adapters.rest import SupabaseGenerations, SupabaseQueue
 from worker.adapters.storage import SupabaseImageStore
 from worker.ports import Generations, ImageStore, Queue
 
+# The active models the contract's generate-image jobs name: seeded by the migrations on the
+# stack (20261129000700_seed_models.sql), given to the in-memory queue as its catalogue.
+FLUX = "black-forest-labs/flux-schnell"
+SDXL = "stability-ai/sdxl"
+SDXL_VERSION = "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
+CATALOGUE: dict[str, str | None] = {FLUX: None, SDXL: SDXL_VERSION}
+
+
+def gen(**payload: Any) -> dict[str, Any]:
+    """A generate-image payload naming a catalogue model."""
+    return {"model_id": FLUX, **payload}
+
 
 class Backend(Protocol):
     name: str
@@ -46,7 +58,7 @@ class MemoryBackend:
     name = "memory"
 
     def __init__(self) -> None:
-        self.db = MemoryDatabase()
+        self.db = MemoryDatabase(catalogue=CATALOGUE)
         self.queue = self.db.queue
         self.generations = self.db.generations
         self.store = self.db.store

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.contract.conftest import Backend
+from tests.contract.conftest import FLUX, SDXL, SDXL_VERSION, Backend, gen
 from worker.errors import LeaseLost, PermanentError
 from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE, PROCESS_WEBHOOK, parse_ts
 from worker.statuses import GenerationStatus, JobStatus
@@ -17,6 +17,7 @@ JOB_COLUMNS = {  # job_queue as the migrations define it; a new column needs the
     "id", "job_type", "payload", "status", "priority", "attempt_number", "max_attempts",
     "scheduled_at", "started_at", "completed_at", "result", "error_message", "error_details",
     "created_by", "locked_by", "locked_until", "dedupe_key", "created_at", "updated_at",
+    "attempts",
 }
 LEASE = 60
 
@@ -30,10 +31,10 @@ def _ts(value: object) -> datetime:
 # -- claiming ------
 def test_claim_order_is_priority_then_scheduled_then_created(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    first = q.enqueue(GENERATE_IMAGE, {"n": 1})
-    second = q.enqueue(GENERATE_IMAGE, {"n": 2})
-    urgent = q.enqueue(GENERATE_IMAGE, {"n": 3}, priority=5)
-    older = q.enqueue(GENERATE_IMAGE, {"n": 4})
+    first = q.enqueue(GENERATE_IMAGE, gen(n=1))
+    second = q.enqueue(GENERATE_IMAGE, gen(n=2))
+    urgent = q.enqueue(GENERATE_IMAGE, gen(n=3), priority=5)
+    older = q.enqueue(GENERATE_IMAGE, gen(n=4))
     backend.make_due(older, seconds_ago=30)  # scheduled earlier than the others
     claimed = q.claim(10, TYPES, worker_id, LEASE)
     assert [j.id for j in claimed] == [urgent, older, first, second]
@@ -41,7 +42,7 @@ def test_claim_order_is_priority_then_scheduled_then_created(backend: Backend, w
 
 def test_a_claim_takes_at_most_limit_jobs_of_the_given_types(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    ids = [q.enqueue(GENERATE_IMAGE, {"n": n}) for n in range(3)]
+    ids = [q.enqueue(GENERATE_IMAGE, gen(n=n)) for n in range(3)]
     other = q.enqueue(PROCESS_WEBHOOK, {"prediction_id": "p"})
     assert len(q.claim(2, TYPES, worker_id, LEASE)) == 2
     rest = q.claim(5, TYPES, worker_id, LEASE)
@@ -51,11 +52,13 @@ def test_a_claim_takes_at_most_limit_jobs_of_the_given_types(backend: Backend, w
 
 
 def test_a_claim_sets_the_lease_and_counts_the_attempt(backend: Backend, worker_id: str) -> None:
-    job_id = backend.queue.enqueue(GENERATE_IMAGE, {"generation_id": "g"}, max_attempts=4)
+    job_id = backend.queue.enqueue(GENERATE_IMAGE, gen(generation_id="g"), max_attempts=4)
     before = datetime.now(UTC)
     [job] = backend.queue.claim(1, TYPES, worker_id, LEASE)
     assert (job.id, job.attempt_number, job.max_attempts) == (job_id, 1, 4)
-    assert job.payload == {"generation_id": "g"} and not job.suspect
+    # enqueue_job fills the catalogue's version in (none for an official model)
+    assert job.payload == {**gen(generation_id="g"), "model_version": None} and not job.suspect
+    assert row_attempts(backend, job_id) == 1
     row = backend.job(job_id)
     assert set(row) == JOB_COLUMNS
     assert row["status"] == JobStatus.PROCESSING and row["locked_by"] == worker_id
@@ -66,7 +69,7 @@ def test_a_claim_sets_the_lease_and_counts_the_attempt(backend: Backend, worker_
 # -- leases and fencing ------
 def test_heartbeat_extends_our_lease_and_reports_someone_elses(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    job_id = q.enqueue(GENERATE_IMAGE, {})
+    job_id = q.enqueue(GENERATE_IMAGE, gen())
     q.claim(1, TYPES, worker_id, 10)
     row = q.heartbeat(job_id, worker_id, 600)
     assert row is not None and row["locked_by"] == worker_id
@@ -78,7 +81,7 @@ def test_heartbeat_extends_our_lease_and_reports_someone_elses(backend: Backend,
 
 def test_complete_is_fenced_by_the_worker_id(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    job_id = q.enqueue(GENERATE_IMAGE, {})
+    job_id = q.enqueue(GENERATE_IMAGE, gen())
     q.claim(1, TYPES, worker_id, LEASE)
     with pytest.raises(LeaseLost):
         q.complete(job_id, "someone-else", {"ok": True})
@@ -98,7 +101,7 @@ def test_completing_an_unknown_job_is_a_permanent_error(backend: Backend, worker
 
 def test_a_worker_whose_lease_expired_cannot_report(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    job_id = q.enqueue(GENERATE_IMAGE, {})
+    job_id = q.enqueue(GENERATE_IMAGE, gen())
     q.claim(1, TYPES, worker_id, LEASE)
     backend.expire_lease(job_id)
     assert q.requeue_stale() == 1
@@ -111,7 +114,7 @@ def test_a_worker_whose_lease_expired_cannot_report(backend: Backend, worker_id:
 # -- outcomes ------
 def test_a_retryable_failure_goes_back_to_pending_after_a_backoff(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    job_id = q.enqueue(GENERATE_IMAGE, {}, max_attempts=2)
+    job_id = q.enqueue(GENERATE_IMAGE, gen(), max_attempts=2)
     q.claim(1, TYPES, worker_id, LEASE)
     row = q.fail(job_id, worker_id, "provider busy", {"attempt": 1}, True)
     assert row["status"] == JobStatus.PENDING and row["error_message"] == "provider busy"
@@ -130,14 +133,14 @@ def test_a_retryable_failure_goes_back_to_pending_after_a_backoff(backend: Backe
 
 def test_a_permanent_failure_fails_at_once(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    job_id = q.enqueue(GENERATE_IMAGE, {}, max_attempts=3)
+    job_id = q.enqueue(GENERATE_IMAGE, gen(), max_attempts=3)
     q.claim(1, TYPES, worker_id, LEASE)
     assert q.fail(job_id, worker_id, "bad input", None, False)["status"] == JobStatus.FAILED
 
 
 def test_release_gives_the_attempt_back(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    job_id = q.enqueue(GENERATE_IMAGE, {})
+    job_id = q.enqueue(GENERATE_IMAGE, gen())
     q.claim(1, TYPES, worker_id, LEASE)
     assert not q.release(job_id, "someone-else")
     assert q.release(job_id, worker_id)
@@ -164,17 +167,8 @@ def test_a_dedupe_key_holds_one_live_job(backend: Backend, worker_id: str) -> No
     assert backend.job(again)["payload"] == {"n": 5}
 
 
-def test_an_unknown_job_type_is_refused_for_good(
-    backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    if backend.name == "supabase":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="adapters/_errors.py reads an all-digit SQLSTATE (23514, a check "
-                "violation) as an HTTP status >= 500 and calls it retryable (issue 12)",
-            )
-        )
+def test_an_unknown_job_type_is_refused_for_good(backend: Backend) -> None:
+    # 23514 (a check violation) is a SQLSTATE, not an HTTP status: permanent
     with pytest.raises(PermanentError):
         backend.queue.enqueue("make-coffee", {})
 
@@ -182,10 +176,10 @@ def test_an_unknown_job_type_is_refused_for_good(
 # -- stale leases and suspects ------
 def test_an_expired_lease_makes_the_job_a_suspect(backend: Backend, worker_id: str) -> None:
     q = backend.queue
-    suspect = q.enqueue(GENERATE_IMAGE, {"n": 1}, priority=5)
+    suspect = q.enqueue(GENERATE_IMAGE, gen(n=1), priority=5)
     q.claim(1, TYPES, "dead-worker", LEASE)
     backend.expire_lease(suspect)
-    bystander = q.enqueue(GENERATE_IMAGE, {"n": 2})
+    bystander = q.enqueue(GENERATE_IMAGE, gen(n=2))
     assert q.requeue_stale() == 1
     row = backend.job(suspect)
     assert row["status"] == JobStatus.PENDING and row["locked_by"] is None
@@ -200,15 +194,15 @@ def test_an_expired_lease_makes_the_job_a_suspect(backend: Backend, worker_id: s
 def test_a_lease_expired_on_the_final_attempt_fails_job_and_generation(backend: Backend) -> None:
     q = backend.queue
     gid = backend.add_generation(status=GenerationStatus.PROCESSING)
-    job_id = q.enqueue(GENERATE_IMAGE, {"generation_id": gid}, max_attempts=1)
+    job_id = q.enqueue(GENERATE_IMAGE, gen(generation_id=gid), max_attempts=1)
     q.claim(1, TYPES, "dead-worker", LEASE)
     backend.expire_lease(job_id)
     assert q.requeue_stale() == 1
     row = backend.job(job_id)
     assert row["status"] == JobStatus.FAILED and "final attempt" in row["error_message"]
-    gen = backend.generations.get(gid)
-    assert gen is not None and gen["status"] == GenerationStatus.FAILED
-    assert "abandoned" in str(gen["error_message"])
+    row = backend.generations.get(gid)
+    assert row is not None and row["status"] == GenerationStatus.FAILED
+    assert "abandoned" in str(row["error_message"])
 
 
 def test_a_requeued_job_puts_its_generation_back_to_queued(backend: Backend) -> None:
@@ -219,23 +213,23 @@ def test_a_requeued_job_puts_its_generation_back_to_queued(backend: Backend) -> 
     assert q.requeue_stale() == 0  # the lease still runs
     backend.expire_lease(job_id)
     assert q.requeue_stale() == 1
-    gen = backend.generations.get(gid)
-    assert gen is not None and gen["status"] == GenerationStatus.QUEUED
+    row = backend.generations.get(gid)
+    assert row is not None and row["status"] == GenerationStatus.QUEUED
 
 
 # -- what a running job learns from its heartbeat ------
 def test_a_cancelled_generation_shows_in_the_heartbeat(backend: Backend, worker_id: str) -> None:
     q = backend.queue
     gid = backend.add_generation(status=GenerationStatus.QUEUED)
-    job_id = q.enqueue(GENERATE_IMAGE, {"generation_id": gid})
+    job_id = q.enqueue(GENERATE_IMAGE, gen(generation_id=gid))
     waiting = q.enqueue(DOWNLOAD_IMAGE, {"generation_id": gid})
     q.claim(1, [GENERATE_IMAGE], worker_id, LEASE)
     backend.cancel_generation(gid)
     row = q.heartbeat(job_id, worker_id, LEASE)
     assert row is not None and row["status"] == JobStatus.CANCELLED
     assert backend.job(waiting)["status"] == JobStatus.CANCELLED
-    gen = backend.generations.get(gid)
-    assert gen is not None and gen["status"] == GenerationStatus.CANCELLED
+    row = backend.generations.get(gid)
+    assert row is not None and row["status"] == GenerationStatus.CANCELLED
     with pytest.raises(LeaseLost):
         q.complete(job_id, worker_id, {})
 
@@ -247,7 +241,7 @@ def test_webhook_checks_are_enqueued_once_per_silent_prediction(backend: Backend
     backend.generations.update(silent, {"replicate_prediction_id": "pred-silent"})
     busy = backend.add_generation(status=GenerationStatus.PROCESSING)
     backend.generations.update(busy, {"replicate_prediction_id": "pred-busy"})
-    q.enqueue(GENERATE_IMAGE, {"generation_id": busy})  # a live job holds it
+    q.enqueue(GENERATE_IMAGE, gen(generation_id=busy))  # a live job holds it
     # (on the shared stack, earlier tests' silent generations are checked too)
     assert q.enqueue_webhook_checks(0, 10_000) >= 1
     assert q.enqueue_webhook_checks(0, 10_000) == 0  # every check is still live
@@ -257,3 +251,31 @@ def test_webhook_checks_are_enqueued_once_per_silent_prediction(backend: Backend
     assert payload["generation_id"] == silent
     none = q.enqueue(PROCESS_WEBHOOK, {}, dedupe_key="webhook:pred-busy")  # a new job
     assert backend.job(none)["payload"] == {}
+
+
+def row_attempts(backend: Backend, job_id: str) -> object:
+    """Variant M's ``attempts``, kept beside ``attempt_number``."""
+    return backend.job(job_id)["attempts"]
+
+
+# -- the catalogue decides what runs ------
+@pytest.mark.parametrize(
+    ("payload", "refusal"),
+    [
+        ({}, "model_id is required"),
+        ({"model_id": "attacker/model"}, "Unknown model: attacker/model"),
+        ({"model_id": FLUX, "model_version": SDXL_VERSION}, "model_version"),
+        ({"model_id": SDXL, "model_version": "attacker/model:abc"}, "model_version"),
+    ],
+)
+def test_a_generate_image_job_names_a_catalogue_model_and_its_version(
+    backend: Backend, payload: dict[str, object], refusal: str
+) -> None:
+    with pytest.raises(PermanentError) as refused:
+        backend.queue.enqueue(GENERATE_IMAGE, payload)
+    assert refusal in refused.value.message
+
+
+def test_the_catalogue_fills_in_a_missing_version(backend: Backend, worker_id: str) -> None:
+    job_id = backend.queue.enqueue(GENERATE_IMAGE, {"model_id": SDXL})
+    assert backend.job(job_id)["payload"] == {"model_id": SDXL, "model_version": SDXL_VERSION}

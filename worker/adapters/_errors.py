@@ -26,8 +26,10 @@ GENERATION_CLOSED = "PT410"  # images refused for a cancelled, failed or deleted
 
 
 def _status_of(exc: APIError) -> int | None:
+    """The HTTP status postgrest-py puts in ``code`` when the body was not JSON (three
+    digits); a SQLSTATE has five characters, digits or not (23514, 22023, 40001)."""
     code = str(exc.code or "")
-    return int(code) if code.isdigit() else None
+    return int(code) if len(code) == 3 and code.isdigit() else None
 
 
 def translate(exc: BaseException, what: str) -> Exception:

@@ -31,7 +31,7 @@ from worker.adapters.memory_generations import (
     utc_now,
 )
 from worker.errors import LeaseLost, PermanentError
-from worker.jobs import PROCESS_WEBHOOK, Job
+from worker.jobs import GENERATE_IMAGE, PROCESS_WEBHOOK, Job
 from worker.ports import Row, WorkerInfo
 from worker.settings import JOB_TYPES
 from worker.statuses import (
@@ -84,7 +84,9 @@ class _Job:
     updated_at: datetime = field(default_factory=utc_now)
 
     def row(self) -> dict[str, object]:
-        return {k: iso(v) for k, v in vars(self).items()}
+        row = {k: iso(v) for k, v in vars(self).items()}
+        row["attempts"] = self.attempt_number  # variant M's name, kept beside attempt_number
+        return row
 
     @property
     def live(self) -> bool:
@@ -102,10 +104,16 @@ class MemoryQueue:
     """``job_queue`` and its RPCs (``claim_jobs``, ``complete_job``, ``heartbeat_job``, ...)."""
 
     def __init__(
-        self, generations: MemoryGenerations | None = None, clock: Clock = utc_now
+        self,
+        generations: MemoryGenerations | None = None,
+        clock: Clock = utc_now,
+        catalogue: Mapping[str, str | None] | None = None,
     ) -> None:
         self.generations = generations or MemoryGenerations(clock)
         self.clock = clock
+        # The active models (replicate_id -> version) enqueue_job checks generate-image
+        # payloads against, as the SQL does (catalogue_model); None: no catalogue, no check.
+        self.catalogue = dict(catalogue) if catalogue is not None else None
         self.lock = self.generations.lock  # one lock: some RPCs touch both tables
         self.jobs: dict[str, _Job] = {}
         self.workers: dict[str, WorkerInfo] = {}
@@ -355,6 +363,32 @@ class MemoryQueue:
             )
         return job
 
+    def _catalogue_checked(self, payload: Mapping[str, object]) -> dict[str, object]:
+        """catalogue_model() of 20261201000200: an active model, the catalogue's version."""
+        assert self.catalogue is not None
+        model_id = str(payload.get("model_id") or "").strip()
+        version = str(payload.get("model_version") or "").strip() or None
+        if not model_id:
+            raise PermanentError(
+                "enqueue_job failed: model_id is required: a replicate_id of the model "
+                "catalogue (code 22023)"
+            )
+        if model_id not in self.catalogue:
+            raise PermanentError(
+                f"enqueue_job failed: Unknown model: {model_id} (model_id must be an active "
+                "model of the catalogue) (code 22023)"
+            )
+        known = self.catalogue[model_id]
+        if version is not None and version != known:
+            raise PermanentError(
+                f"enqueue_job failed: model_version {version} is not the catalogue's version "
+                f"for model_id {model_id} (code 22023)"
+            )
+        out = dict(payload)
+        if version is None:
+            out["model_version"] = known
+        return out
+
     def _enqueue(
         self,
         job_type: str,
@@ -365,6 +399,8 @@ class MemoryQueue:
     ) -> str:
         if job_type not in JOB_TYPES:
             raise PermanentError(f"enqueue_job failed: unknown job type {job_type!r} (code 23514)")
+        if job_type == GENERATE_IMAGE and self.catalogue is not None:
+            payload = self._catalogue_checked(payload)
         if dedupe_key is not None:
             for job in self.jobs.values():
                 if job.dedupe_key == dedupe_key and job.live:
@@ -430,10 +466,11 @@ class MemoryDatabase:
     """The three stores wired together on one clock."""
 
     clock: Clock = utc_now
+    catalogue: Mapping[str, str | None] | None = None
     generations: MemoryGenerations = field(init=False)
     queue: MemoryQueue = field(init=False)
     store: MemoryImageStore = field(default_factory=MemoryImageStore)
 
     def __post_init__(self) -> None:
         self.generations = MemoryGenerations(self.clock)
-        self.queue = MemoryQueue(self.generations, self.clock)
+        self.queue = MemoryQueue(self.generations, self.clock, self.catalogue)
