@@ -39,7 +39,7 @@ def _save(fig: Figure, path: Path, doc: Doc) -> Path:
              f"{machine.get('date')}, load at start "
              f"{' / '.join(str(x) for x in machine.get('load_average_at_start') or [])}",
              fontsize=7, color="0.4")
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -171,6 +171,8 @@ class BenchEnv:
         return self._users[:count]
 
     def worker(self, **env: Any) -> WorkerProcess:
+        """The daemon with production defaults (the tests' helper polls every 2 s)."""
+        env.setdefault("WORKER_POLL_INTERVAL", f"{DEFAULT_POLL_INTERVAL:g}")
         return WorkerProcess(self.state, self.log_dir, **env)
 
     def server_pid(self) -> int:
