@@ -100,7 +100,7 @@ def time_to_image(doc: Doc, out: Path) -> list[Path]:
 def calls(doc: Doc, out: Path) -> list[Path]:
     setups = doc["data"]["setups"]
     kinds = list(dict.fromkeys(k["kind"] for s in setups for k in s["kinds"]))
-    fig, ax = plt.subplots(figsize=(9, 1.6 + 1.1 * len(setups)))
+    fig, ax = plt.subplots(figsize=(9, max(3.2, 1.6 + 1.1 * len(setups))))
     cmap = plt.get_cmap("tab20")
     labels = [f"{s['workers']} worker{'s' if s['workers'] > 1 else ''}" for s in setups]
     left = [0.0] * len(setups)
@@ -113,7 +113,7 @@ def calls(doc: Doc, out: Path) -> list[Path]:
         left = [a + b for a, b in zip(left, values, strict=True)]
     ax.set_xlabel("HTTP calls to Supabase per generation (steady state: idle polling "
                   "subtracted; hatched: Storage and heartbeats)")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("Calls per generation by kind", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return [_save(fig, out / "calls-per-generation.png", doc)]
