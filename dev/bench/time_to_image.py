@@ -159,6 +159,7 @@ def analyse(run: ModeRun, latency: float, gap: float) -> dict[str, Any]:
         "overheads_unscaled_s": [round(x * factor, 6) for x in overhead],
         "provider_s": summary([g["provider"] for g in gens]),
         "parts_median_s": {k: summary([g[k] for g in gens])["median"] for k in PARTS},
+        "parts_p95_s": {k: summary([g[k] for g in gens])["p95"] for k in PARTS},
         "provider_requests": provider_requests(run),
         "integrity": run.integrity,
         "cron": run.tick_stats(),
@@ -234,17 +235,18 @@ def _requests_table(results: list[dict[str, Any]]) -> Table:
 
 
 def _parts_table(results: list[dict[str, Any]]) -> Table:
-    table = Table("Where the overhead goes: medians per generation, ms (seed as measured, "
-                  "scaled)", ["L s", "mode", *PARTS.values(), "overhead p50"])
+    table = Table("Where the overhead goes: median / p95 per generation, ms (seed as "
+                  "measured, scaled)", ["L s", "mode", *PARTS.values(), "overhead"])
     for r in results:
         if "skipped" in r:
             continue
-        parts = r["parts_median_s"]
-        table.add(r["latency_s"], r["label"], *(ms(parts[k]) for k in PARTS),
-                  ms(r["overhead_s"]["median"]))
+        med, p95 = r["parts_median_s"], r["parts_p95_s"]
+        table.add(r["latency_s"], r["label"],
+                  *(f"{ms(med[k]):.0f} / {ms(p95[k]):.0f}" for k in PARTS),
+                  f"{ms(r['overhead_s']['median']):.0f} / {ms(r['overhead_s']['p95']):.0f}")
     table.notes += [
         "The parts and the provider's time add up to completed_at - created_at per "
-        "generation; medians of parts do not add up to the median overhead.",
+        "generation; medians (and p95s) of parts do not add up to the overhead's.",
         "prediction done -> download enqueued: in polling mode the wait for the next GET "
         "plus the generate job's bookkeeping; in webhook mode the delivery, the "
         "process-webhook job's pickup and run.",
