@@ -10,6 +10,7 @@ from typing import Any
 
 from worker.errors import DeadlineExceeded, InvalidInput, JobCancelled, LeaseLost
 from worker.jobs import Job
+from worker.ports import Chain, Claimed
 from worker.services import Services
 
 log = logging.getLogger("worker.job")
@@ -19,15 +20,37 @@ class JobContext:
     """One running job. Threads cannot be killed, so stopping is cooperative:
     handlers call ``check()`` between steps and pass ``should_stop`` to long waits."""
 
-    def __init__(self, job: Job, services: Services, worker_id: str, timeout: float) -> None:
+    def __init__(
+        self,
+        job: Job,
+        services: Services,
+        worker_id: str,
+        timeout: float,
+        chain: Callable[[], Chain | None] | None = None,
+    ) -> None:
         self.job = job
         self.services = services
         self.worker_id = worker_id
         self.started = time.monotonic()
         self.deadline = self.started + timeout
+        self._chain = chain
+        # Set by a handler whose last write also completed the job (finish_prediction,
+        # store_image): the runner then reports nothing more.
+        self.completion: Claimed | None = None
         self._cancelled = threading.Event()  # the user cancelled the generation
         self._lease_lost = threading.Event()  # the job was taken from us
         self._abandon = threading.Event()  # shutdown: stop without side effects
+
+    # -- what the job's slot does next ------
+    def chain(self) -> Chain | None:
+        """What the call that completes this job may claim for its thread (the daemon's
+        answer at that moment: nothing while it stops, or outside the daemon)."""
+        return self._chain() if self._chain is not None else None
+
+    def stamped(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        """``result`` with who reported it: a repeated combined call (its first answer lost)
+        is recognised by it instead of being fenced out."""
+        return {**result, "worker_id": self.worker_id, "attempt": self.job.attempt_number}
 
     # -- signals from the daemon ------
     def cancel(self) -> None:

@@ -1,10 +1,13 @@
 """The daemon: one asyncio loop that claims work for a thread pool.
 
 The loop waits on (wake-up | poll timer | earliest scheduled_at | stop). Wake-ups come from
-Realtime INSERTs on job_queue and from finished jobs (a thread became free); Realtime is a
-hint, polling guarantees progress (procrastinate's and pgqueuer's model). The loop claims
-only as many jobs as it has free threads, so a claimed job never waits for a thread while
-its lease runs. Blocking Supabase calls made by the loop (claims, heartbeats) run on a small
+Realtime INSERTs on job_queue (only for the jobs this worker ranks first or second among
+the live workers: ``worker.routing``) and from finished jobs whose thread found nothing
+next; Realtime is a hint, polling guarantees progress (procrastinate's and pgqueuer's
+model). The loop claims only as many jobs as it has free threads, so a claimed job never
+waits for a thread while its lease runs; a job that completes claims the next one for its
+own thread in the same call (``Outcome.next``), and every claim answer says when the next
+retry is due. Blocking Supabase calls made by the loop (claims, heartbeats) run on a small
 I/O executor, never on the loop itself and never on the job threads.
 
 Stopping (SIGTERM/SIGINT): claim nothing more, let running jobs finish within
@@ -22,7 +25,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -32,7 +35,9 @@ from worker.context import JobContext
 from worker.errors import WorkerError
 from worker.jobs import Job
 from worker.metrics import Metrics
-from worker.ports import WorkerInfo
+from worker.ports import Chain, Claimed, WorkerInfo
+from worker.replicate.polling import share_of
+from worker.routing import WakeRouter
 from worker.runner import Outcome, Runner
 from worker.services import Services
 from worker.statuses import OUTCOME_FAILED, JobOutcome
@@ -41,6 +46,7 @@ log = logging.getLogger("worker.daemon")
 T = TypeVar("T")
 
 ONCE_HORIZON = 30.0  # --once waits for retries due within this many seconds
+STATS_REFRESH = 600.0  # s between reads of every replica's prediction durations
 
 
 class Wakeups(Protocol):
@@ -56,7 +62,9 @@ class Daemon:
         metrics: Metrics,
         *,
         once: bool = False,
-        wakeups_factory: Callable[[Callable[[], None], Callable[[bool], None]], Wakeups]
+        wakeups_factory: Callable[
+            [Callable[[Mapping[str, Any] | None], None], Callable[[bool], None]], Wakeups
+        ]
         | None = None,
     ) -> None:
         self.services = services
@@ -79,6 +87,8 @@ class Daemon:
         self._halt: asyncio.Event | None = None  # stop heartbeats etc. (after the drain)
         self._signals = 0
         self._claim_failures = 0
+        self.router = WakeRouter(self.worker_id, self.settings.job_types)
+        self._next_at: datetime | None = None  # earliest retry, from the last claim answer
 
     # -- public state ------
     @property
@@ -93,10 +103,22 @@ class Daemon:
         if self._stop is not None:
             self._stop.set()
 
-    def wake(self) -> None:
-        """Thread-safe: something may be claimable now."""
+    def wake(self, row: Mapping[str, Any] | None = None) -> None:
+        """Thread-safe: something may be claimable now. ``row``: the job a Realtime INSERT
+        announced, claimed here only when this worker is first (or, a little later,
+        second) in line for it (``worker.routing``)."""
         if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._route, row)
+
+    def _route(self, row: Mapping[str, Any] | None) -> None:
+        assert self._wake is not None and self._loop is not None
+        delay = 0.0 if row is None else self.router.delay_for(row, datetime.now(UTC))
+        if delay is None:
+            return
+        if delay <= 0:
+            self._wake.set()
+        else:
+            self._loop.call_later(delay, self._wake.set)
 
     # -- main ------
     async def run(self) -> int:
@@ -126,6 +148,10 @@ class Daemon:
                 self._every(self.settings.requeue_interval, self._requeue_stale, first=0.0)
             ),
         ]
+        if self.settings.replicate_poll_interval is None and not self.settings.webhook_url:
+            background.append(
+                asyncio.create_task(self._every(STATS_REFRESH, self._refresh_stats, first=0.0))
+            )
         if self.settings.webhook_url:  # the safety net for lost webhooks
             every = webhook_checks.interval(self.settings)
             check = self._every(every, self._check_webhooks, first=0.0)
@@ -219,20 +245,24 @@ class Daemon:
         kills the process) is only taken by an idle worker and then runs alone, so a
         poison job exhausts its own attempts without taking bystanders down with it."""
         queue, lease = self.services.queue, self.settings.lease_seconds
-        if self.in_flight:
-            return await self._io_call(
-                lambda: queue.claim(free, types, self.worker_id, lease, exclude_suspects=True)
+        busy = bool(self.in_flight)
+        answer = await self._io_call(
+            lambda: queue.claim_work(
+                free,
+                types,
+                self.worker_id,
+                lease,
+                exclude_suspects=busy,
+                suspect_alone=not busy,
             )
-        first = await self._io_call(lambda: queue.claim(1, types, self.worker_id, lease))
-        if not first or first[0].suspect or free == 1:
-            return first
-        more = await self._io_call(
-            lambda: queue.claim(free - 1, types, self.worker_id, lease, exclude_suspects=True)
         )
-        return first + more
+        self._next_at = answer.next_at
+        return list(answer.jobs)
 
     def _submit(self, job: Job) -> None:
-        ctx = JobContext(job, self.services, self.worker_id, self.settings.job_timeout)
+        ctx = JobContext(
+            job, self.services, self.worker_id, self.settings.job_timeout, chain=self._chain
+        )
         self.in_flight[job.id] = ctx
         self.metrics.set("picture_worker_jobs_in_flight", len(self.in_flight))
         future = self._pool.submit(self.runner.run, ctx)
@@ -244,6 +274,16 @@ class Daemon:
 
         future.add_done_callback(done)
 
+    def _chain(self) -> Chain | None:
+        """Called from a job thread as its job completes: what that call may claim for the
+        thread (one job, of the types claimable now), or nothing while stopping."""
+        if self._stop is None or self._stop.is_set():
+            return None
+        types = self.services.credit.claimable(self.settings.job_types)
+        if not types:
+            return None
+        return Chain(1, tuple(types), self.settings.lease_seconds)
+
     def _job_done(self, job_id: str, future: Any) -> None:
         self.in_flight.pop(job_id, None)
         self.metrics.set("picture_worker_jobs_in_flight", len(self.in_flight))
@@ -252,8 +292,26 @@ class Daemon:
             self.jobs_done += 1
         elif isinstance(outcome, Outcome) and outcome.status in OUTCOME_FAILED:
             self.jobs_failed += 1
-        if self._wake is not None:
+        nxt = outcome.next if isinstance(outcome, Outcome) else None
+        if nxt is not None:
+            self._adopt(nxt)
+        # The thread is free: claim for it, unless its completion already did (and either
+        # found a job, now running, or found the queue empty).
+        if self._wake is not None and (self.once or nxt is None or not (nxt.jobs or nxt.asked)):
             self._wake.set()
+
+    def _adopt(self, claimed: Claimed) -> None:
+        if claimed.asked and len(claimed.jobs) < claimed.asked:
+            self._next_at = claimed.next_at
+        now = datetime.now(UTC)
+        for job in claimed.jobs:
+            if job.due_at is not None:
+                self.metrics.observe(
+                    "picture_worker_pickup_latency_seconds",
+                    max(0.0, (now - job.due_at).total_seconds()),
+                    job_type=job.job_type,
+                )
+            self._submit(job)
 
     async def _wait_timeout(self, free: int, claimed: list[Job]) -> float:
         interval = self.settings.poll_interval
@@ -262,24 +320,19 @@ class Daemon:
         if self._claim_failures:
             interval = min(30.0, max(interval, 2.0 ** min(self._claim_failures, 5)))
         if free > len(claimed):  # idle threads: wake for the earliest scheduled retry
-            nxt = await self._next_scheduled()
+            nxt = self._next_scheduled()
             if nxt is not None:
                 interval = min(interval, max(0.05, nxt))
         return interval
 
-    async def _next_scheduled(self) -> float | None:
-        try:
-            when = await self._io_call(
-                lambda: self.services.queue.next_scheduled_at(self.settings.job_types)
-            )
-        except WorkerError:
+    def _next_scheduled(self) -> float | None:
+        """Seconds until the earliest retry, as the last claim answer said."""
+        if self._next_at is None:
             return None
-        if when is None:
-            return None
-        return (when - datetime.now(UTC)).total_seconds()
+        return (self._next_at - datetime.now(UTC)).total_seconds()
 
     async def _retry_due_soon(self) -> bool:
-        nxt = await self._next_scheduled()
+        nxt = self._next_scheduled()
         return nxt is not None and nxt <= ONCE_HORIZON
 
     async def _sleep_until_wake(self, timeout: float) -> None:
@@ -344,15 +397,36 @@ class Daemon:
             jobs_failed=self.jobs_failed,
             realtime_connected=self.realtime_connected if self.settings.realtime else None,
             stopped=stopped,
+            job_types=tuple(self.settings.job_types),
         )
+        live = int(max(45.0, 3 * self.settings.heartbeat_interval))
         try:
-            await self._io_call(lambda: self.services.queue.register_worker(info))
+            peers = await self._io_call(lambda: self.services.queue.heartbeat_worker(info, live))
         except (WorkerError, RuntimeError) as exc:
             log.warning(
                 "worker registry update failed: %s",
                 exc,
                 extra={"action": "worker.register_failed", "worker_id": self.worker_id},
             )
+            return
+        self.router.update(peers)
+        polling = [(p.worker_id, p.concurrency) for p in peers if p.mode != "webhook"]
+        self.services.polling.budget.set_share(
+            share_of(self.worker_id, self.settings.concurrency, polling)
+        )
+
+    async def _refresh_stats(self) -> None:
+        """Every replica's recent prediction durations, for the polling schedule."""
+        try:
+            stats = await self._io_call(lambda: self.services.queue.prediction_stats(24))
+        except WorkerError as exc:
+            log.info(
+                "prediction durations not refreshed: %s",
+                exc.message,
+                extra={"action": "polling.stats_failed", "worker_id": self.worker_id},
+            )
+            return
+        self.services.polling.refresh(stats)
 
     async def _requeue_stale(self) -> None:
         try:

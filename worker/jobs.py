@@ -40,6 +40,10 @@ class Job:
     locked_by: str | None = None
     suspect: bool = False  # its last worker died holding it: run it alone
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Handed over by claim_work / finish_prediction (generate-image: already marked
+    # processing); ``preloaded`` False: the handler reads the generation itself.
+    generation: Mapping[str, Any] | None = field(default=None, repr=False)
+    preloaded: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -57,6 +61,8 @@ class Job:
             locked_by=row.get("locked_by"),
             suspect=isinstance(details := row.get("error_details"), Mapping)
             and "lease_expired_at" in details,
+            generation=gen if isinstance(gen := row.get("generation"), Mapping) else None,
+            preloaded="generation" in row,
         )
 
     @property

@@ -31,8 +31,7 @@ from worker.errors import (
     RetryableError,
     WorkerError,
 )
-from worker.jobs import DOWNLOAD_IMAGE
-from worker.ports import Fetcher, ImageModel, Prediction
+from worker.ports import Fetcher, ImageModel, Prediction, PredictionDone
 from worker.replicate.inputs import (
     GenerationRequest,
     build_input,
@@ -40,11 +39,10 @@ from worker.replicate.inputs import (
     resolve_version,
     uses_img2img,
 )
+from worker.replicate.polling import Plan, provider_seconds
 from worker.statuses import (
-    GENERATION_TERMINAL,
     PREDICTION_RUNNING,
     PREDICTION_STOPPED,
-    GenerationStatus,
     PredictionStatus,
 )
 
@@ -182,13 +180,19 @@ def wait(
     prediction: Prediction,
     *,
     on_cancelled: Callable[[], None] = lambda: None,
+    plan: Plan | None = None,
 ) -> Prediction:
-    """Poll until the prediction settles. Stopped by the user's cancel or the deadline, it
-    cancels the prediction (stop paying; ``on_cancelled`` runs when that worked) and raises
-    why it stopped; stopped by a shutdown or a lost lease it leaves it running for the
-    next attempt."""
+    """Poll until the prediction settles (when ``plan`` says: ``worker.replicate.polling``).
+    Stopped by the user's cancel or the deadline, it cancels the prediction (stop paying;
+    ``on_cancelled`` runs when that worked) and raises why it stopped; stopped by a
+    shutdown or a lost lease it leaves it running for the next attempt."""
     try:
-        return model.wait_for(prediction, control.deadline, should_stop=control.should_stop)
+        return model.wait_for(
+            prediction,
+            control.deadline,
+            should_stop=control.should_stop,
+            schedule=plan.delay if plan is not None else None,
+        )
     except (JobCancelled, DeadlineExceeded):
         if (control.cancel_requested or not control.abandoned) and cancel(
             control, model, prediction.id
@@ -198,6 +202,9 @@ def wait(
             raise JobCancelled("the generation was cancelled") from None
         control.check()
         raise
+    finally:
+        if plan is not None:
+            plan.close()
 
 
 def cancel(control: Control, model: ImageModel, prediction_id: str) -> bool:
@@ -245,10 +252,13 @@ def advance(
     model_id: str,
     size: tuple[object, object],
 ) -> dict[str, Any]:
-    """A finished prediction: enqueue download-image (one per generation) and mark the
-    generation `downloading` with the prediction's id and run time."""
+    """A finished prediction, in one call (``finish_prediction``): the generation
+    `downloading` with the prediction's id and run time, its download-image job enqueued
+    (one per generation; claimed for this worker's thread when the daemon lets it chain),
+    and the job completed (``ctx.completion``)."""
     url = first_output(prediction)
     ctx.check()  # cancelled meanwhile: no download for a generation the user gave up on
+    ctx.services.polling.learn(model_id, prediction)
     fmt = output_format(model_id, url)
     width, height = size
     download_payload = {
@@ -264,26 +274,33 @@ def advance(
         "model": gen.get("model"),
         "prediction_id": prediction.id,
     }
-    download_id = ctx.services.queue.enqueue(
-        DOWNLOAD_IMAGE, download_payload, priority=1, dedupe_key=f"download:{gid}"
-    )
-    fields: dict[str, object] = {
-        "status": GenerationStatus.DOWNLOADING,
-        "replicate_prediction_id": prediction.id,
-    }
+    result: dict[str, Any] = {"prediction_id": prediction.id, "output_url": url, "format": fmt}
+    took = provider_seconds(prediction)
+    if took is not None:
+        result["provider_seconds"] = round(took, 3)  # prediction_stats reads it
     seconds = prediction.predict_time
-    if seconds is not None:
-        fields["generation_time_seconds"] = round(seconds, 3)
-    ctx.services.generations.update(gid, fields, unless_status=GENERATION_TERMINAL)
+    done = PredictionDone(
+        generation_id=gid,
+        prediction_id=prediction.id,
+        generation_time=round(seconds, 3) if seconds is not None else None,
+        download=download_payload,
+        result=ctx.stamped(result),
+    )
+    answer = ctx.services.queue.finish_prediction(ctx.job.id, ctx.worker_id, done, ctx.chain())
+    ctx.completion = answer
+    if answer.download_job_id is None:
+        ctx.log(
+            "prediction.succeeded",
+            "prediction %s succeeded; generation %s meanwhile: no download",
+            prediction.id,
+            answer.generation_status,
+        )
+        return {**result, "skipped": f"generation {answer.generation_status}"}
     ctx.log(
         "prediction.succeeded",
-        "prediction %s succeeded; download job %s",
+        "prediction %s succeeded; download job %s%s",
         prediction.id,
-        download_id,
+        answer.download_job_id,
+        " (run next by this worker)" if answer.jobs else "",
     )
-    return {
-        "prediction_id": prediction.id,
-        "download_job_id": download_id,
-        "output_url": url,
-        "format": fmt,
-    }
+    return {**result, "download_job_id": answer.download_job_id}

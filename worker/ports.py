@@ -3,8 +3,10 @@
 Protocols: ``Queue``, ``Generations``, ``ImageStore`` (implemented over supabase-py in
 ``worker.adapters``, in memory in ``worker.adapters.memory``), ``ImageModel``
 (``worker.replicate.client``) and ``Fetcher`` (``worker.net``). Values: ``Prediction``
-(what the model port returns), ``Fetched`` (what the fetch port returns), ``WorkerInfo``.
-Only ``worker.wiring`` puts concrete classes together.
+(what the model port returns), ``Fetched`` (what the fetch port returns), ``WorkerInfo``,
+``Peer``, and what the combined queue calls take and answer (``Chain``, ``Claimed``,
+``Finished``, ``Stored``, ``Durations``). Only ``worker.wiring`` puts concrete classes
+together.
 """
 
 from __future__ import annotations
@@ -35,6 +37,93 @@ class WorkerInfo:
     jobs_failed: int = 0
     realtime_connected: bool | None = None
     stopped: bool = False
+    job_types: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A live worker of the registry (``heartbeat_worker``'s answer)."""
+
+    worker_id: str
+    mode: str | None = None
+    concurrency: int = 1
+    in_flight: int = 0
+    realtime_connected: bool | None = None
+    job_types: tuple[str, ...] | None = None  # None: every type
+
+    def takes(self, job_type: str) -> bool:
+        return self.job_types is None or job_type in self.job_types
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What the slot of a finishing job may claim in the same call (``complete_and_claim``,
+    ``store_image``, ``finish_prediction``): up to ``limit`` jobs of ``job_types``."""
+
+    limit: int
+    job_types: tuple[str, ...]
+    lease_seconds: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Jobs a call claimed for the caller, and (when it found fewer than it asked for) the
+    earliest future ``scheduled_at`` of its job types. ``asked`` 0: it claimed nothing."""
+
+    jobs: tuple[Job, ...] = ()
+    next_at: datetime | None = None
+    asked: int = 0
+
+
+@dataclass(frozen=True)
+class Finished(Claimed):
+    """``finish_prediction``'s answer: the download job, the generation's status after it."""
+
+    download_job_id: str | None = None
+    generation_status: str | None = None
+
+
+@dataclass(frozen=True)
+class Stored(Claimed):
+    """``store_image``'s answer: the generation's image (``reused``: it existed already)."""
+
+    image: Row = field(default_factory=dict)
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class PredictionDone:
+    """What ``finish_prediction`` writes for a succeeded prediction."""
+
+    generation_id: str
+    prediction_id: str
+    generation_time: float | None
+    download: Mapping[str, object]  # the download-image payload
+    result: Mapping[str, object]  # the finishing job's result
+
+
+@dataclass(frozen=True)
+class Durations:
+    """Recent prediction durations of one model, seconds from created to completed."""
+
+    n: int
+    p05: float
+    p50: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Durations:
+        """Percentiles as PostgreSQL's percentile_cont computes them (``values`` not empty)."""
+        ordered = sorted(values)
+
+        def pct(q: float) -> float:
+            pos = q * (len(ordered) - 1)
+            lo = int(pos)
+            hi = min(lo + 1, len(ordered) - 1)
+            return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+        return cls(len(ordered), pct(0.05), pct(0.5), pct(0.95), ordered[-1])
 
 
 def _urls(output: object) -> list[str]:
@@ -200,6 +289,57 @@ class Queue(Protocol):
 
     def register_worker(self, info: WorkerInfo) -> None: ...
 
+    # -- combined calls (one transaction each; see 20261205000100_fewer_round_trips.sql) ----
+    def claim_work(
+        self,
+        limit: int,
+        job_types: Sequence[str],
+        worker_id: str,
+        lease_seconds: int,
+        *,
+        exclude_suspects: bool = False,
+        suspect_alone: bool = False,
+    ) -> Claimed:
+        """``claim``, with a generate-image job's generation marked processing and handed
+        over with it (``Job.generation``), and ``next_at`` when fewer jobs were due. With
+        ``suspect_alone`` (an idle worker) a suspect first in line comes alone, and the
+        other jobs come without suspects."""
+        ...
+
+    def complete_and_claim(
+        self, job_id: str, worker_id: str, result: Mapping[str, object], chain: Chain | None
+    ) -> Claimed:
+        """``complete`` (fenced, ``LeaseLost``), then claim for ``chain``."""
+        ...
+
+    def finish_prediction(
+        self, job_id: str, worker_id: str, done: PredictionDone, chain: Chain | None
+    ) -> Finished:
+        """The generation downloading, its download job enqueued (claimed for the caller
+        when ``chain`` takes download-image jobs), the job completed (fenced)."""
+        ...
+
+    def store_image(
+        self,
+        job_id: str,
+        worker_id: str,
+        image: Mapping[str, object],
+        result: Mapping[str, object],
+        chain: Chain | None,
+    ) -> Stored:
+        """The images row (``GenerationClosed`` for a given-up generation: nothing is
+        written), which completes the generation; the job completed (fenced); then claim
+        for ``chain``."""
+        ...
+
+    def heartbeat_worker(self, info: WorkerInfo, live_seconds: int) -> list[Peer]:
+        """``register_worker`` answering the live workers (this one included)."""
+        ...
+
+    def prediction_stats(self, hours: int) -> dict[str, Durations]:
+        """Recent prediction durations per model_id."""
+        ...
+
 
 class Generations(Protocol):
     def get(self, generation_id: str) -> Row | None: ...
@@ -261,9 +401,11 @@ class ImageModel(Protocol):
         deadline: float,
         poll_interval: float = ...,
         should_stop: Callable[[], bool] = ...,
+        schedule: Callable[[Prediction], float] | None = ...,
     ) -> Prediction:
-        """Poll until settled; ``DeadlineExceeded`` past ``deadline`` (monotonic),
-        ``JobCancelled`` when ``should_stop()``; a failed prediction raises."""
+        """Poll until settled (every ``poll_interval``, or after ``schedule(last seen)``
+        seconds); ``DeadlineExceeded`` past ``deadline`` (monotonic), ``JobCancelled`` when
+        ``should_stop()``; a failed prediction raises."""
         ...
 
 

@@ -4,14 +4,19 @@ Steps (procrastinate's process -> persist -> log):
 1. run the handler under the job's deadline and stop flags (``JobContext``);
 2. persist the outcome with ``complete_job(..., p_worker_id)`` (fenced: a job that is no
    longer ours is left alone) and mirror a failure onto the generation: ``queued`` with the
-   error kept when another attempt follows, ``failed`` only on the last one;
-3. log one line and record metrics.
+   error kept when another attempt follows, ``failed`` only on the last one. A success is
+   reported with ``complete_and_claim``, which also claims the thread's next job when the
+   daemon allows (``ctx.chain()``), unless the handler's last write already completed the
+   job (``ctx.completion``: finish_prediction, store_image);
+3. log one line and record metrics. The outcome carries what the completion claimed
+   (``Outcome.next``): the daemon runs it on the freed thread.
 The persist step runs in the job's own thread and is never skipped by shutdown: the daemon
 waits for it during the grace period.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +36,7 @@ from worker.errors import (
 from worker.handlers import HANDLERS
 from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE
 from worker.metrics import Metrics
+from worker.ports import Claimed
 from worker.retry import decide
 from worker.services import Services
 from worker.statuses import GENERATION_TERMINAL, GenerationStatus, JobOutcome, JobStatus
@@ -48,6 +54,7 @@ class Outcome:
     status: JobOutcome
     message: str = ""
     duration: float = 0.0
+    next: Claimed | None = None  # what the completing call claimed for this thread
 
 
 class Runner:
@@ -94,7 +101,7 @@ class Runner:
             level=level,
             duration=round(duration, 3),
         )
-        return Outcome(outcome.status, outcome.message, duration)
+        return dataclasses.replace(outcome, duration=duration)
 
     def _run(self, ctx: JobContext) -> Outcome:
         job = ctx.job
@@ -123,10 +130,18 @@ class Runner:
         except Exception as exc:
             return self._persist_failure(ctx, exc)
         try:
-            self.services.queue.complete(job.id, self.worker_id, dict(result))
+            completion = ctx.completion or self._complete(ctx, result)
         except LeaseLost as exc:
             return Outcome(JobOutcome.LEASE_LOST, exc.message)
-        return Outcome(JobOutcome.COMPLETED)
+        return Outcome(JobOutcome.COMPLETED, next=completion)
+
+    def _complete(self, ctx: JobContext, result: Mapping[str, Any]) -> Claimed | None:
+        chain = ctx.chain()
+        queue = self.services.queue
+        if chain is None:
+            queue.complete(ctx.job.id, self.worker_id, dict(result))
+            return None
+        return queue.complete_and_claim(ctx.job.id, self.worker_id, ctx.stamped(result), chain)
 
     def _persist_failure(self, ctx: JobContext, exc: Exception) -> Outcome:
         job = ctx.job

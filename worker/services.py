@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from worker.jobs import GENERATE_IMAGE
 from worker.ports import Fetcher, Generations, ImageModel, ImageStore, Queue
+from worker.replicate.polling import PollPlanner, RequestBudget
 from worker.settings import Settings
 
 
@@ -47,3 +48,6 @@ class Services:
     fetch_outputs: Fetcher  # provider outputs: WORKER_ALLOWED_DOWNLOAD_HOSTS
     fetch_sources: Fetcher  # img2img sources: WORKER_ALLOWED_SOURCE_HOSTS
     credit: CreditGate = field(default_factory=CreditGate)
+    # When to poll a running prediction, under this worker's share of the request budget
+    # (the model port's budget is the same object: worker.wiring).
+    polling: PollPlanner = field(default_factory=lambda: PollPlanner(RequestBudget(2400.0)))

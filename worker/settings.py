@@ -126,6 +126,15 @@ class Settings(SupabaseSettings):
         "https://api.replicate.com/v1", validation_alias="REPLICATE_API_BASE_URL"
     )
     replicate_sync_wait: int = Field(1, ge=1, le=60, validation_alias="WORKER_REPLICATE_WAIT")
+    # Unset: adaptive polling (worker.replicate.polling); a number: one uniform interval.
+    replicate_poll_interval: float | None = Field(
+        None, gt=0, le=60, validation_alias="WORKER_REPLICATE_POLL_INTERVAL"
+    )
+    # Non-create requests a minute for the whole Replicate account (its limit is about
+    # 3,000), shared by the live workers.
+    replicate_request_budget: float = Field(
+        2400.0, ge=60, le=100_000, validation_alias="WORKER_REPLICATE_REQUEST_BUDGET"
+    )
     credit_pause_seconds: float = Field(300.0, ge=1, validation_alias="WORKER_CREDIT_PAUSE_SECONDS")
 
     # -- the loop ------

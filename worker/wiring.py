@@ -14,7 +14,8 @@ services from here; nothing else in the product imports an adapter's class.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 from supabase import Client, ClientOptions, create_client
@@ -26,6 +27,7 @@ from worker.daemon import Wakeups
 from worker.net import SafeFetcher
 from worker.ports import Generations
 from worker.replicate.client import ReplicateClient
+from worker.replicate.polling import PollPlanner, RequestBudget
 from worker.services import Services
 from worker.settings import Settings, SupabaseSettings
 
@@ -83,6 +85,7 @@ def build_services(settings: Settings) -> Services:
             dev_http_hosts=settings.dev_http_hosts,
         )
 
+    budget = RequestBudget(settings.replicate_request_budget)
     return Services(
         settings=settings,
         queue=SupabaseQueue(client),
@@ -93,20 +96,24 @@ def build_services(settings: Settings) -> Services:
             settings.replicate_api_token.get_secret_value(),
             settings.replicate_api_base_url,
             wait_seconds=settings.replicate_sync_wait,
+            budget=budget,
         ),
         fetch_outputs=fetcher(settings.allowed_download_hosts),
         fetch_sources=fetcher(settings.allowed_source_hosts),
+        polling=PollPlanner(budget, uniform=settings.replicate_poll_interval),
     )
 
 
-WakeupsFactory = Callable[[Callable[[], None], Callable[[bool], None]], Wakeups]
+OnEvent = Callable[[Mapping[str, Any] | None], None]
+WakeupsFactory = Callable[[OnEvent, Callable[[bool], None]], Wakeups]
 
 
 def realtime_wakeups(settings: SupabaseSettings) -> WakeupsFactory:
-    """The daemon's wake-ups: INSERTs on job_queue over Realtime, with the service key."""
+    """The daemon's wake-ups: INSERTs of pending jobs on job_queue over Realtime (each
+    event hands the daemon the row), with the service key."""
     key = settings.supabase_service_role_key.get_secret_value()
 
-    def build(on_event: Callable[[], None], on_state: Callable[[bool], None]) -> Wakeups:
+    def build(on_event: OnEvent, on_state: Callable[[bool], None]) -> Wakeups:
         return RealtimeWakeups(settings.supabase_url, key, on_event, on_state)
 
     return build

@@ -13,7 +13,8 @@ from worker.adapters.memory import MemoryQueue
 from worker.adapters.memory_provider import HANG, Script
 from worker.daemon import Daemon
 from worker.errors import InsufficientCredit, ProviderBusy
-from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE, Job
+from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE
+from worker.ports import Claimed
 from worker.statuses import PREDICTION_TERMINAL, GenerationStatus, JobStatus, PredictionStatus
 
 SLOW = Script(steps=(PredictionStatus.STARTING,) * 20 + (PredictionStatus.SUCCEEDED,))
@@ -92,10 +93,10 @@ class StaleClaims(MemoryQueue):
         super().__init__(world.db.generations)
         self.model = world.model
 
-    def claim(self, *args: Any, **kw: Any) -> list[Job]:
-        found = super().claim(*args, **kw)
+    def claim_work(self, *args: Any, **kw: Any) -> Claimed:
+        found = super().claim_work(*args, **kw)
         running = any(r.status not in PREDICTION_TERMINAL for r in self.model.runs.values())
-        if not found and running:  # a job is running in its thread
+        if not found.jobs and running:  # a job is running in its thread
             deadline = time.monotonic() + 5
             while any(j.status == JobStatus.PROCESSING for j in self.jobs.values()):
                 assert time.monotonic() < deadline

@@ -24,7 +24,7 @@ from worker.errors import (
 )
 from worker.handlers import cleanup_storage, download_image, generate_image, process_webhook
 from worker.jobs import DOWNLOAD_IMAGE, PROCESS_WEBHOOK
-from worker.statuses import GenerationStatus, PredictionStatus
+from worker.statuses import GenerationStatus, JobStatus, PredictionStatus
 from worker.webhooks import sign
 
 SECRET = "whsec_" + base64.b64encode(b"memory-webhook-secret").decode()
@@ -198,9 +198,9 @@ def test_the_job_deadline_cancels_the_prediction(world_factory: Callable[..., Wo
 
 # -- download-image ------
 def _downloading(world: World) -> tuple[str, str]:
-    gid, _ = world.submit()
-    generate_image.handle(world.context(world.claim()))
-    world.db.queue.complete(next(iter(world.db.queue.jobs)), "fast-worker", {})
+    gid, job_id = world.submit()
+    generate_image.handle(world.context(world.claim()))  # finish_prediction completes it
+    assert world.job(job_id)["status"] == JobStatus.COMPLETED
     return gid, str(download_jobs(world)[0]["id"])
 
 
@@ -218,14 +218,32 @@ def test_download_image_stores_records_and_completes(world: World) -> None:
     assert gen["status"] == GenerationStatus.COMPLETED and gen["error_message"] is None
 
 
-def test_a_repeated_download_reuses_the_stored_image(world: World) -> None:
-    gid, _download_id = _downloading(world)
+def test_a_retry_reuses_the_stored_image_without_fetching(world: World) -> None:
+    gid, download_id = _downloading(world)
+    stored = world.db.generations.insert_image(  # stored by an earlier attempt
+        {"generation_id": gid, "user_id": world.generation(gid)["user_id"],
+         "storage_path": f"u/{gid}.webp", "format": "webp"}
+    )
+    q = world.db.queue
+    world.claim([DOWNLOAD_IMAGE])
+    q.expire_lease(download_id)  # ... whose worker died before completing the job
+    q.requeue_stale()
+    retry = world.claim([DOWNLOAD_IMAGE])
+    assert retry.attempt_number == 2
+    again = download_image.handle(world.context(retry))
+    assert again == {"image_id": stored["id"], "reused": True}
+    assert world.outputs.fetched == []
+    assert world.generation(gid)["status"] == GenerationStatus.COMPLETED
+
+
+def test_a_repeated_store_whose_answer_was_lost_answers_the_same_image(world: World) -> None:
+    gid, download_id = _downloading(world)
     job = world.claim([DOWNLOAD_IMAGE])
     first = download_image.handle(world.context(job))
-    world.db.generations.update(gid, {"status": GenerationStatus.DOWNLOADING})
-    again = download_image.handle(world.context(job))  # a retry after a lost completion
-    assert again == {"image_id": first["image_id"], "reused": True}
-    assert len(world.outputs.fetched) == 1
+    assert world.job(download_id)["status"] == JobStatus.COMPLETED  # store_image did it
+    again = download_image.handle(world.context(job))  # the same call, its answer lost
+    assert again["image_id"] == first["image_id"]
+    assert len(world.db.generations.images) == 1
     assert world.generation(gid)["status"] == GenerationStatus.COMPLETED
 
 

@@ -30,13 +30,13 @@ from worker.adapters.memory_generations import (
     iso,
     utc_now,
 )
+from worker.adapters.memory_work import JobRow, WorkCalls
 from worker.errors import LeaseLost, PermanentError
 from worker.jobs import GENERATE_IMAGE, PROCESS_WEBHOOK, Job
 from worker.ports import Row, WorkerInfo
 from worker.settings import JOB_TYPES
 from worker.statuses import (
     GENERATION_TERMINAL,
-    JOB_LIVE,
     GenerationStatus,
     JobStatus,
 )
@@ -61,47 +61,9 @@ class Claim:
     claimed: list[str]
 
 
-@dataclass
-class _Job:
-    id: str
-    job_type: str
-    payload: dict[str, object]
-    created_at: datetime
-    scheduled_at: datetime
-    priority: int = 0
-    max_attempts: int = 3
-    status: str = JobStatus.PENDING
-    attempt_number: int = 0
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    result: dict[str, object] | None = None
-    error_message: str | None = None
-    error_details: dict[str, object] | None = None
-    created_by: str | None = None
-    locked_by: str | None = None
-    locked_until: datetime | None = None
-    dedupe_key: str | None = None
-    updated_at: datetime = field(default_factory=utc_now)
-
-    def row(self) -> dict[str, object]:
-        row = {k: iso(v) for k, v in vars(self).items()}
-        row["attempts"] = self.attempt_number  # variant M's name, kept beside attempt_number
-        return row
-
-    @property
-    def live(self) -> bool:
-        return self.status in JOB_LIVE
-
-    @property
-    def suspect(self) -> bool:
-        return self.error_details is not None and "lease_expired_at" in self.error_details
-
-    def holds(self, worker_id: str) -> bool:
-        return self.status == JobStatus.PROCESSING and self.locked_by == worker_id
-
-
-class MemoryQueue:
-    """``job_queue`` and its RPCs (``claim_jobs``, ``complete_job``, ``heartbeat_job``, ...)."""
+class MemoryQueue(WorkCalls):
+    """``job_queue`` and its RPCs (``claim_jobs``, ``complete_job``, ``heartbeat_job``, ...;
+    the combined calls in ``worker.adapters.memory_work``)."""
 
     def __init__(
         self,
@@ -115,8 +77,9 @@ class MemoryQueue:
         # payloads against, as the SQL does (catalogue_model); None: no catalogue, no check.
         self.catalogue = dict(catalogue) if catalogue is not None else None
         self.lock = self.generations.lock  # one lock: some RPCs touch both tables
-        self.jobs: dict[str, _Job] = {}
+        self.jobs: dict[str, JobRow] = {}
         self.workers: dict[str, WorkerInfo] = {}
+        self.seen: dict[str, datetime] = {}  # job_workers.last_seen_at
         self.calls: list[str] = []  # RPC names in call order
         self.claims: list[Claim] = []
 
@@ -344,14 +307,15 @@ class MemoryQueue:
     def register_worker(self, info: WorkerInfo) -> None:
         with self.lock:
             self.workers[info.worker_id] = info
+            self.seen[info.worker_id] = self.clock()
 
     # -- internals ------
-    def _touch(self, job: _Job, **fields: object) -> None:
+    def _touch(self, job: JobRow, **fields: object) -> None:
         for name, value in fields.items():
             setattr(job, name, value)
         job.updated_at = self.clock()
 
-    def _fenced(self, what: str, job_id: str, worker_id: str) -> _Job:
+    def _fenced(self, what: str, job_id: str, worker_id: str) -> JobRow:
         self.calls.append(what)
         job = self.jobs.get(job_id)
         if job is None:
@@ -407,7 +371,7 @@ class MemoryQueue:
                     return job.id
         now = self.clock()
         user = payload.get("user_id")
-        job = _Job(
+        job = JobRow(
             id=str(uuid.uuid4()),
             job_type=job_type,
             payload=dict(payload),
@@ -422,7 +386,7 @@ class MemoryQueue:
         self.jobs[job.id] = job
         return job.id
 
-    def _requeue(self, job: _Job, now: datetime) -> None:
+    def _requeue(self, job: JobRow, now: datetime) -> None:
         gid = job.payload.get("generation_id")
         gens = self.generations
         if job.attempt_number >= job.max_attempts:

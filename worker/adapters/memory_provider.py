@@ -84,6 +84,7 @@ class MemoryModel:
         self.created: list[CreateCall] = []
         self.cancelled: list[str] = []
         self.runs: dict[str, _Run] = {}
+        self.delays: list[float] = []  # what a polling schedule asked for, in order
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -128,9 +129,12 @@ class MemoryModel:
         deadline: float,
         poll_interval: float = 0.0,
         should_stop: Callable[[], bool] = lambda: False,
+        schedule: Callable[[Prediction], float] | None = None,
     ) -> Prediction:
         current = prediction
         while not current.settle(cancelled_here=current.id in self.cancelled):
+            if schedule is not None:
+                self.delays.append(schedule(current))  # recorded; the script sets the pace
             if should_stop():
                 raise JobCancelled(f"stopped while waiting for prediction {current.id}")
             if time.monotonic() >= deadline:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
@@ -24,6 +24,15 @@ log = logging.getLogger("worker.realtime")
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
 LIVENESS_CHECK = 5.0
+PENDING_ONLY = "status=eq.pending"
+
+
+def inserted_row(payload: Any) -> Mapping[str, Any] | None:
+    """The record of a postgres_changes INSERT payload; None when it carries none (a row
+    over Realtime's size limit arrives with ``errors`` and no record)."""
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    record = data.get("record") if isinstance(data, Mapping) else None
+    return record if isinstance(record, Mapping) and record.get("id") else None
 
 
 class RealtimeWakeups:
@@ -31,7 +40,7 @@ class RealtimeWakeups:
         self,
         supabase_url: str,
         api_key: str,
-        on_event: Callable[[], None],
+        on_event: Callable[[Mapping[str, Any] | None], None],
         on_state: Callable[[bool], None],
         *,
         table: str = "job_queue",
@@ -89,9 +98,9 @@ class RealtimeWakeups:
         loop = asyncio.get_running_loop()
         subscribed = asyncio.Event()
 
-        def on_insert(_payload: Any) -> None:
+        def on_insert(payload: Any) -> None:
             try:  # callbacks run inside the client's listen task: never raise here
-                self._on_event()
+                self._on_event(inserted_row(payload))
             except Exception:
                 log.exception("wake-up callback failed")
 
@@ -112,7 +121,11 @@ class RealtimeWakeups:
 
         channel = client.channel("picture-worker-jobs")
         channel.on_postgres_changes(
-            RealtimePostgresChangesListenEvent.Insert, on_insert, table=self._table, schema="public"
+            RealtimePostgresChangesListenEvent.Insert,
+            on_insert,
+            table=self._table,
+            schema="public",
+            filter=PENDING_ONLY,  # a job inserted already claimed wakes nobody
         )
         await channel.subscribe(on_state)
         await asyncio.wait_for(subscribed.wait(), timeout=15)

@@ -14,9 +14,28 @@ from postgrest.exceptions import APIError
 from supabase import Client
 
 from worker.adapters._errors import call, translated
+from worker.adapters.answers import (
+    chain_params,
+    claimed,
+    durations,
+    finished,
+    peers,
+    registry_params,
+    stored,
+)
 from worker.errors import RetryableError
 from worker.jobs import Job, enqueue_params, parse_ts
-from worker.ports import Row, WorkerInfo
+from worker.ports import (
+    Chain,
+    Claimed,
+    Durations,
+    Finished,
+    Peer,
+    PredictionDone,
+    Row,
+    Stored,
+    WorkerInfo,
+)
 
 
 def _rows(data: Any) -> list[dict[str, Any]]:
@@ -125,19 +144,93 @@ class SupabaseQueue:
         return parse_ts(data) if isinstance(data, str) else None
 
     def register_worker(self, info: WorkerInfo) -> None:
-        params = {
-            "p_worker_id": info.worker_id,
-            "p_hostname": info.hostname,
-            "p_version": info.version,
-            "p_concurrency": info.concurrency,
-            "p_in_flight": info.in_flight,
-            "p_jobs_done": info.jobs_done,
-            "p_jobs_failed": info.jobs_failed,
-            "p_realtime_connected": info.realtime_connected,
-            "p_mode": info.mode,
-            "p_stopped": info.stopped,
-        }
+        params = registry_params(info)
         call("register_worker", lambda: self._rpc("register_worker", params), attempts=2)
+
+    # -- combined calls ------
+    def claim_work(
+        self,
+        limit: int,
+        job_types: Sequence[str],
+        worker_id: str,
+        lease_seconds: int,
+        *,
+        exclude_suspects: bool = False,
+        suspect_alone: bool = False,
+    ) -> Claimed:
+        params = {
+            "p_limit": limit,
+            "p_job_types": list(job_types),
+            "p_worker_id": worker_id,
+            "p_lease_seconds": lease_seconds,
+            "p_exclude_suspects": exclude_suspects,
+            "p_suspect_alone": suspect_alone,
+        }
+        # Not retried in-process: a claim whose answer is lost is recovered by the lease.
+        with translated("claim_work"):
+            data = self._rpc("claim_work", params)
+        return claimed(data, limit)
+
+    def complete_and_claim(
+        self, job_id: str, worker_id: str, result: Mapping[str, Any], chain: Chain | None
+    ) -> Claimed:
+        params = {
+            "p_job_ids": [job_id],
+            "p_worker_id": worker_id,
+            "p_results": dict(result),
+            **chain_params(chain, "p_claim"),
+        }
+        data = call("complete_and_claim", lambda: self._rpc("complete_and_claim", params))
+        return claimed(data, chain.limit if chain else 0)
+
+    def finish_prediction(
+        self, job_id: str, worker_id: str, done: PredictionDone, chain: Chain | None
+    ) -> Finished:
+        params = {
+            "p_job_id": job_id,
+            "p_worker_id": worker_id,
+            "p_generation_id": done.generation_id,
+            "p_prediction_id": done.prediction_id,
+            "p_generation_time": done.generation_time,
+            "p_download": dict(done.download),
+            "p_result": dict(done.result),
+            "p_chain": chain is not None and "download-image" in chain.job_types,
+            "p_lease_seconds": chain.lease_seconds if chain else 300,
+        }
+        data = call("finish_prediction", lambda: self._rpc("finish_prediction", params))
+        return finished(data)
+
+    def store_image(
+        self,
+        job_id: str,
+        worker_id: str,
+        image: Mapping[str, Any],
+        result: Mapping[str, Any],
+        chain: Chain | None,
+    ) -> Stored:
+        params = {
+            "p_job_id": job_id,
+            "p_worker_id": worker_id,
+            "p_image": dict(image),
+            "p_result": dict(result),
+            **chain_params(chain, "p_claim"),
+        }
+        data = call("store_image", lambda: self._rpc("store_image", params))
+        return stored(data, chain.limit if chain else 0)
+
+    def heartbeat_worker(self, info: WorkerInfo, live_seconds: int) -> list[Peer]:
+        params = {
+            **registry_params(info),
+            "p_job_types": list(info.job_types) if info.job_types is not None else None,
+            "p_live_seconds": live_seconds,
+        }
+        data = call("heartbeat_worker", lambda: self._rpc("heartbeat_worker", params), attempts=2)
+        return peers(data)
+
+    def prediction_stats(self, hours: int) -> dict[str, Durations]:
+        params = {"p_hours": hours}
+        data = call("prediction_stats", lambda: self._rpc("prediction_stats", params), attempts=2)
+        return durations(data)
 
 
 class SupabaseGenerations:

@@ -4,10 +4,11 @@ Idempotent: the object path is deterministic and uploaded with upsert, and an ex
 ``images`` row for the generation is reused, so a retry never duplicates either.
 
 A generation given up while its image downloads (cancelled, marked failed or deleted by its
-user) gets nothing stored: the status is read again before the upload, and the database
-refuses the ``images`` row of such a generation (PT410, ``GenerationClosed``), upon which the
-uploaded object is removed. Storing the ``images`` row completes the generation in the same
-transaction, so a later cancel finds it completed.
+user) gets nothing stored: a cancel seen by the heartbeat stops the job before the upload,
+and the database refuses the ``images`` row of such a generation (PT410,
+``GenerationClosed``), upon which the uploaded object is removed. Storing the ``images`` row
+(``store_image``) completes the generation and the job in the same transaction, so a later
+cancel finds it completed; the same call may claim this thread's next job.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
     gid = required(payload, "generation_id")
     output_url = required(payload, "output_url")
     gens = ctx.services.generations
-    gen = gens.get(gid)
+    gen = ctx.job.generation if ctx.job.preloaded else gens.get(gid)
     if gen is None:
         raise MissingGeneration(f"generation {gid} does not exist")
     if gen["status"] in GIVEN_UP:
@@ -42,7 +43,8 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
         gens.update(
             gid, {"status": GenerationStatus.DOWNLOADING}, unless_status=GENERATION_TERMINAL
         )
-    existing = gens.find_image(gid)
+    # A retry may find the image stored (store_image reuses it anyway: this saves the fetch).
+    existing = gens.find_image(gid) if ctx.job.attempt_number > 1 else None
     if existing is not None:
         _complete(ctx, gid)
         ctx.log("image.reused", "image %s already stored", existing.get("id"))
@@ -59,25 +61,24 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
     user_id = str(gen.get("user_id") or payload.get("user_id") or "anonymous")
     path = f"{user_id}/{gid}.{fmt}"
     ctx.check()
-    now = gens.get(gid)
-    if now is None or now["status"] in GIVEN_UP:
-        gone = "deleted" if now is None else now["status"]
-        ctx.log("job.skipped", "generation was %s while downloading; nothing stored", gone)
-        return {"skipped": f"generation {gone}"}
     store = ctx.services.store
     store.upload(path, fetched.data, content_type(fmt))
     public_url = store.public_url(path)
+    result = {"storage_path": path, "bytes": len(fetched.data)}
+    row = _image_row(gid, gen, payload, fetched, path, public_url)
     try:
-        image = gens.insert_image(_image_row(gid, gen, payload, fetched, path, public_url))
+        stored = ctx.services.queue.store_image(
+            ctx.job.id, ctx.worker_id, row, ctx.stamped(result), ctx.chain()
+        )
     except GenerationClosed as exc:
         store.remove([path])
         ctx.log("image.discarded", "%s; the uploaded object was removed", exc.message)
         return {"skipped": "generation given up", "removed": path}
-    _complete(ctx, gid)
+    ctx.completion = stored
     ctx.log(
         "image.stored", "stored %s (%d bytes)", path, len(fetched.data), bytes=len(fetched.data)
     )
-    return {"image_id": image.get("id"), "storage_path": path, "bytes": len(fetched.data)}
+    return {"image_id": stored.image.get("id"), **result}
 
 
 def _image_row(

@@ -2,7 +2,9 @@
 
 Idempotent across retries: the prediction id is stored on the generation as soon as it
 exists, and a retry fetches that prediction instead of paying for a second one (the
-lifecycle itself is ``worker.lifecycle``).
+lifecycle itself is ``worker.lifecycle``). The wait polls Replicate when the model's recent
+durations say it may be done (``worker.replicate.polling``); the end is one call
+(``finish_prediction``) that also hands this worker's thread the download job.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
     payload = ctx.job.payload
     gid = required(payload, "generation_id")
     gens = ctx.services.generations
-    gen = gens.get(gid)
+    # claim_work handed the generation over, already marked processing by this job.
+    gen = ctx.job.generation if ctx.job.preloaded else gens.get(gid)
     if gen is None:
         raise MissingGeneration(f"generation {gid} does not exist")
     if gen["status"] in GENERATION_TERMINAL:
@@ -29,11 +32,12 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
         return {"skipped": f"generation {gen['status']}"}
 
     request = GenerationRequest.from_payload(payload)
-    gens.update(
-        gid,
-        {"status": GenerationStatus.PROCESSING, "job_id": ctx.job.id},
-        unless_status=GENERATION_TERMINAL,
-    )
+    if not ctx.job.preloaded:
+        gens.update(
+            gid,
+            {"status": GenerationStatus.PROCESSING, "job_id": ctx.job.id},
+            unless_status=GENERATION_TERMINAL,
+        )
     prediction = lifecycle.start_or_reuse(ctx, gid, gen, request)
     if ctx.services.settings.webhook_url and not prediction.terminal:
         # Webhook mode: free the thread now. The generation stays `processing` with its
@@ -44,5 +48,8 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
     def forget() -> None:  # cancelled at the provider: a retry must not reuse it
         gens.update(gid, {"replicate_prediction_id": None})
 
-    prediction = lifecycle.wait(ctx, ctx.services.model, prediction, on_cancelled=forget)
+    plan = ctx.services.polling.plan(request.model_id)
+    prediction = lifecycle.wait(
+        ctx, ctx.services.model, prediction, on_cancelled=forget, plan=plan
+    )
     return lifecycle.advance(ctx, gid, gen, prediction, request.model_id, reported_size(request))

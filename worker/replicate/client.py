@@ -51,6 +51,7 @@ from worker.errors import (
     RetryableError,
 )
 from worker.ports import Prediction
+from worker.replicate.polling import RequestBudget
 
 __all__ = ["Prediction", "ReplicateClient", "RetryPolicy"]
 
@@ -171,6 +172,7 @@ class ReplicateClient:
         read_timeout: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        budget: RequestBudget | None = None,
     ) -> None:
         if not token:
             raise ValueError("a Replicate API token is required")
@@ -185,6 +187,7 @@ class ReplicateClient:
         self._clock = clock
         self._cancelled: deque[str] = deque(maxlen=1024)
         self._lock = threading.Lock()
+        self._budget = budget  # non-create requests (GET, cancel) take a token each
 
     def __repr__(self) -> str:
         return f"ReplicateClient(base_url={self._base!r})"
@@ -241,6 +244,8 @@ class ReplicateClient:
 
     def get_prediction(self, prediction_id: str) -> Prediction:
         path = f"/predictions/{self._checked_id(prediction_id)}"
+        if self._budget is not None:
+            self._budget.acquire()
         return self._prediction(self._send("GET", path, None, {}, self._read_timeout))
 
     def cancel_prediction(self, prediction_id: str) -> Prediction:
@@ -248,6 +253,8 @@ class ReplicateClient:
         path = f"/predictions/{self._checked_id(prediction_id)}/cancel"
         with self._lock:
             self._cancelled.append(prediction_id)
+        if self._budget is not None:
+            self._budget.acquire()
         prediction = self._prediction(self._send("POST", path, None, {}, self._read_timeout))
         logger.info(
             "prediction %s cancel requested (%s)",
@@ -263,8 +270,11 @@ class ReplicateClient:
         deadline: float,
         poll_interval: float = 1.0,
         should_stop: Callable[[], bool] = lambda: False,
+        schedule: Callable[[Prediction], float] | None = None,
     ) -> Prediction:
-        """Poll until the prediction settles (see ``Prediction.settled``).
+        """Poll until the prediction settles (see ``Prediction.settled``), every
+        ``poll_interval`` seconds or, with ``schedule``, after the delay it gives for the
+        prediction as last seen (``worker.replicate.polling``).
 
         ``deadline`` is a ``time.monotonic()`` instant. Raises DeadlineExceeded past it and
         JobCancelled when ``should_stop()`` turns true (checked between short sleeps);
@@ -275,7 +285,8 @@ class ReplicateClient:
         while True:
             if self._settle(current):
                 return current
-            self._pause(current.id, deadline, poll_interval, should_stop)
+            interval = schedule(current) if schedule is not None else poll_interval
+            self._pause(current.id, deadline, interval, should_stop)
             current = self.get_prediction(current.id)
 
     # -- internals -----------------------------------------------------------------------
@@ -283,7 +294,7 @@ class ReplicateClient:
     def _pause(
         self, pid: str, deadline: float, interval: float, should_stop: Callable[[], bool]
     ) -> None:
-        end = self._clock() + max(0.05, interval)
+        end = self._clock() + max(0.01, interval)
         while True:
             if should_stop():
                 raise JobCancelled(f"stopped while waiting for prediction {pid}")
