@@ -251,11 +251,13 @@ def advance(
     prediction: Prediction,
     model_id: str,
     size: tuple[object, object],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A finished prediction, in one call (``finish_prediction``): the generation
     `downloading` with the prediction's id and run time, its download-image job enqueued
     (one per generation; claimed for this worker's thread when the daemon lets it chain),
-    and the job completed (``ctx.completion``)."""
+    and the job completed (``ctx.completion``) with the result returned here (plus
+    ``extra``)."""
     url = first_output(prediction)
     ctx.check()  # cancelled meanwhile: no download for a generation the user gave up on
     ctx.services.polling.learn(model_id, prediction)
@@ -274,7 +276,12 @@ def advance(
         "model": gen.get("model"),
         "prediction_id": prediction.id,
     }
-    result: dict[str, Any] = {"prediction_id": prediction.id, "output_url": url, "format": fmt}
+    result: dict[str, Any] = {
+        **(extra or {}),
+        "prediction_id": prediction.id,
+        "output_url": url,
+        "format": fmt,
+    }
     took = provider_seconds(prediction)
     if took is not None:
         result["provider_seconds"] = round(took, 3)  # prediction_stats reads it

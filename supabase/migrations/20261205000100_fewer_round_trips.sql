@@ -20,6 +20,9 @@
 -- call repeated after its answer was lost (an in-process retry) finds the job completed
 -- with a result containing the one it sends, and answers as the first call did instead of
 -- raising PW001 (the worker puts its id and the attempt in every result it sends).
+-- Lock order: a generation's row before its jobs' rows, as a cancel takes them (the
+-- generation's update, then stop_generation_work on its jobs), so the two never deadlock;
+-- claim_work, which holds the jobs it claims, only takes a generation that is not locked.
 
 -- The registry learns each worker's job types (who may be woken for which job) ----------------
 alter table public.job_workers add column if not exists job_types text[];
@@ -88,13 +91,22 @@ begin
     return to_jsonb(p_job);
   end if;
   if p_start and p_job.job_type = 'generate-image' then
-    -- What the generate-image handler wrote first: processing, and which job runs it.
-    update public.image_generations
-    set status = 'processing', job_id = p_job.id
-    where id = v_gid and status in ('pending', 'queued', 'processing', 'downloading')
-    returning * into v_gen;
-  end if;
-  if v_gen.id is null then
+    -- What the generate-image handler wrote first: processing, and which job runs it. The
+    -- claimed job is locked already: a generation locked by someone else (a cancel, which
+    -- then wants this job) is left to the handler, which reads and marks it itself.
+    select * into v_gen from public.image_generations where id = v_gid
+    for update skip locked;
+    if v_gen.id is null then
+      if exists (select 1 from public.image_generations where id = v_gid) then
+        return to_jsonb(p_job);  -- no "generation": the handler reads it
+      end if;
+    elsif v_gen.status in ('pending', 'queued', 'processing', 'downloading') then
+      update public.image_generations
+      set status = 'processing', job_id = p_job.id
+      where id = v_gid
+      returning * into v_gen;
+    end if;
+  else
     select * into v_gen from public.image_generations where id = v_gid;
   end if;
   return to_jsonb(p_job) || jsonb_build_object(
@@ -238,11 +250,11 @@ begin
   if p_worker_id is null then
     raise exception 'finish_prediction needs p_worker_id (it is fenced)' using errcode = '22004';
   end if;
+  select * into v_gen from public.image_generations where id = p_generation_id for update;
   select * into v_own from public.own_job(p_job_id, p_worker_id, p_result);
   if v_own.replayed then
     select * into v_download from public.job_queue
     where id = public.job_uuid((v_own.job).result ->> 'download_job_id');
-    select * into v_gen from public.image_generations where id = p_generation_id;
     return jsonb_build_object(
       'replayed', true,
       'download_job_id', v_download.id,
@@ -252,7 +264,6 @@ begin
                    else '[]'::jsonb end);
   end if;
 
-  select * into v_gen from public.image_generations where id = p_generation_id for update;
   if v_gen.id is null or v_gen.status in ('completed', 'failed', 'cancelled') then
     -- Given up or done meanwhile: no download. (A cancel also cancels the job, which the
     -- fence above reports as PW001.)
@@ -341,13 +352,9 @@ begin
   if v_new.generation_id is null then
     raise exception 'store_image: p_image.generation_id is required' using errcode = '22023';
   end if;
-  select * into v_own from public.own_job(p_job_id, p_worker_id, p_result);
+  -- The generation first (the images row's triggers lock it), then the job.
   select * into v_image from public.images
   where generation_id = v_new.generation_id order by created_at limit 1;
-  if v_own.replayed then
-    return jsonb_build_object('image', to_jsonb(v_image), 'reused', true, 'replayed', true,
-                              'jobs', '[]'::jsonb, 'next_at', null);
-  end if;
   if v_image.id is null then
     -- images_10_generation_wanted refuses it (PT410) for a cancelled, failed or deleted
     -- generation; images_20_complete_generation completes the generation.
@@ -369,6 +376,11 @@ begin
     set status = 'completed', completed_at = now(), error_message = null
     where id = v_new.generation_id
       and status in ('pending', 'queued', 'processing', 'downloading');
+  end if;
+  select * into v_own from public.own_job(p_job_id, p_worker_id, p_result);
+  if v_own.replayed then
+    return jsonb_build_object('image', to_jsonb(v_image), 'reused', true, 'replayed', true,
+                              'jobs', '[]'::jsonb, 'next_at', null);
   end if;
   update public.job_queue
   set status = 'completed', completed_at = now(), locked_by = null, locked_until = null,

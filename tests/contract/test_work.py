@@ -309,14 +309,15 @@ def test_store_image_refuses_a_cancelled_generation_and_writes_nothing(
     gid = backend.add_generation(status=GenerationStatus.DOWNLOADING)
     download = backend.queue.enqueue(DOWNLOAD_IMAGE, {"generation_id": gid})
     backend.queue.claim_work(1, TYPES, worker_id, LEASE)
+    with pytest.raises(LeaseLost):  # not theirs: nothing written either
+        backend.queue.store_image(download, "someone-else", _image(backend, gid), {}, None)
+    assert backend.generations.find_image(gid) is None
     backend.generations.update(gid, {"status": GenerationStatus.FAILED})
     with pytest.raises(GenerationClosed):
         backend.queue.store_image(download, worker_id, _image(backend, gid),
                                   {"worker_id": worker_id}, None)
     assert backend.generations.find_image(gid) is None
     assert backend.job(download)["status"] == JobStatus.PROCESSING  # nothing written
-    with pytest.raises(LeaseLost):
-        backend.queue.store_image(download, "someone-else", _image(backend, gid), {}, None)
 
 
 # -- the registry ------

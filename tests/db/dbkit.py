@@ -48,6 +48,14 @@ WORKER_RPCS: dict[str, str] = {
     "job_retry_delay": "select public.job_retry_delay(1)",
     "create_generation": "select public.create_generation(gen_random_uuid(),"
                          " '{\"prompt\": \"x\"}'::jsonb, '{}'::jsonb)",
+    # 20261205000100_fewer_round_trips.sql
+    "claim_work": "select public.claim_work(1, null, 'w', 300)",
+    "complete_and_claim": "select public.complete_and_claim(array[gen_random_uuid()], 'w')",
+    "finish_prediction": "select public.finish_prediction(gen_random_uuid(), 'w',"
+                         " gen_random_uuid(), 'p', 1.0, '{}'::jsonb, '{}'::jsonb)",
+    "store_image": "select public.store_image(gen_random_uuid(), 'w', '{}'::jsonb, '{}'::jsonb)",
+    "heartbeat_worker": "select public.heartbeat_worker('w')",
+    "prediction_stats": "select public.prediction_stats()",
 }
 
 RPC_NAMES = (

@@ -14,7 +14,8 @@ from worker.adapters.memory_provider import HANG, Script
 from worker.daemon import Daemon
 from worker.errors import InsufficientCredit, ProviderBusy
 from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE
-from worker.ports import Claimed
+from worker.ports import Claimed, WorkerInfo
+from worker.routing import WakeRouter
 from worker.statuses import PREDICTION_TERMINAL, GenerationStatus, JobStatus, PredictionStatus
 
 SLOW = Script(steps=(PredictionStatus.STARTING,) * 20 + (PredictionStatus.SUCCEEDED,))
@@ -27,7 +28,9 @@ class FakeWakeups:
 
     instances: ClassVar[list[FakeWakeups]] = []
 
-    def __init__(self, on_event: Callable[[], None], on_state: Callable[[bool], None]) -> None:
+    def __init__(
+        self, on_event: Callable[..., None], on_state: Callable[[bool], None]
+    ) -> None:
         self.on_event = on_event
         self.on_state = on_state
         self.connected = False
@@ -285,3 +288,86 @@ def test_a_lost_lease_stops_the_job_without_a_report(world_factory: Callable[...
     assert row["status"] == JobStatus.PROCESSING and row["locked_by"] == "other-worker"
     assert world.model.cancelled == []  # the new holder reuses the prediction
     assert "heartbeat_job" in q.calls
+
+
+# -- fewer round trips ------
+def test_a_generation_costs_four_calls_and_its_download_runs_on_the_same_thread(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(WORKER_REALTIME="true", WORKER_POLL_INTERVAL="30")
+    FakeWakeups.instances.clear()
+    q, gens = world.db.queue, world.db.generations
+    counted: dict[str, list[str]] = {}
+
+    async def driver(daemon: Daemon) -> None:
+        await until(lambda: daemon.realtime_connected and q.claims, what="start")
+        await asyncio.sleep(0.05)  # idle now
+        gid, job_id = world.submit()
+        q.calls.clear()
+        gens.calls.clear()
+        FakeWakeups.instances[0].on_event(world.job(job_id))  # its INSERT
+        await until(lambda: gens.rows[gid]["status"] == GenerationStatus.COMPLETED,
+                    timeout=5, what="the generation")  # (read behind the port's back)
+        await until(lambda: not daemon.in_flight, what="the thread to be free")
+        counted["queue"], counted["generations"] = list(q.calls), list(gens.calls)
+
+    run(world, driver, wakeups_factory=FakeWakeups)
+    # claim (generation started, handed over), the prediction id, the finish (download
+    # claimed for the same thread), the image with the completion (the queue found empty)
+    assert counted == {
+        "queue": ["claim_work", "finish_prediction", "store_image"],
+        "generations": ["update"],
+    }
+    [download] = [r for r in q.rows() if r["job_type"] == DOWNLOAD_IMAGE]
+    assert download["status"] == JobStatus.COMPLETED and download["attempt_number"] == 1
+
+
+def _peer(world: World, worker_id: str) -> None:
+    info = WorkerInfo(worker_id, "elsewhere", "test", "polling", 3, realtime_connected=True)
+    world.db.queue.heartbeat_worker(info, 60)
+
+
+def _job_ranked(world: World, router: WakeRouter, rank: int) -> tuple[str, dict[str, Any]]:
+    while True:
+        gid, job_id = world.submit()
+        if router.rank(job_id, GENERATE_IMAGE) == rank:
+            return gid, world.job(job_id)
+        world.db.queue.jobs.pop(job_id)  # not this one: as if it were never enqueued
+
+
+def test_an_insert_wakes_the_first_in_line_at_once_the_second_later_the_others_never(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(WORKER_REALTIME="true", WORKER_POLL_INTERVAL="30",
+                          WORKER_HEARTBEAT_INTERVAL="5")
+    FakeWakeups.instances.clear()
+    _peer(world, "other-a")
+    _peer(world, "other-b")
+    q = world.db.queue
+
+    async def driver(daemon: Daemon) -> None:
+        await until(lambda: daemon.realtime_connected and q.claims, what="start")
+        await until(lambda: len(daemon.router.peers) == 3, what="the registry's answer")
+        daemon.router.backup_delay = 1.0
+        event = FakeWakeups.instances[0].on_event
+        claims = len(q.claims)
+
+        _gid, third = _job_ranked(world, daemon.router, 2)
+        event(third)
+        event({**third, "id": "x", "status": JobStatus.PROCESSING})  # inserted claimed
+        await asyncio.sleep(0.4)
+        assert len(q.claims) == claims  # not its job, nor one inserted already claimed
+
+        _gid, second = _job_ranked(world, daemon.router, 1)
+        event(second)
+        await asyncio.sleep(0.4)
+        assert len(q.claims) == claims  # the backup waits ...
+        await until(lambda: len(q.claims) > claims, timeout=5, what="the backup claim")
+        claims = len(q.claims)
+
+        first_gid, first = _job_ranked(world, daemon.router, 0)
+        event(first)
+        await until(lambda: world.generation(first_gid)["status"] == GenerationStatus.COMPLETED,
+                    timeout=2, what="the job ranked first")
+
+    run(world, driver, wakeups_factory=FakeWakeups)

@@ -45,13 +45,17 @@ WINDOWS = [
     Window("claim_not_committed", "claim", False, (1, 1)),
     Window("claim_committed_answer_lost", "claim", True, (2, 1)),
     Window("during_prediction", None, False, (2, 1)),
-    Window("prediction_done_before_complete_job", "complete:generate-image", False, (2, 1)),
+    # finish_prediction marks the generation downloading, enqueues the download and
+    # completes generate-image in one transaction: killed before its commit, none of it
+    # happened (the prediction id was stored when it was created).
+    Window("prediction_done_before_finish", "complete:generate-image", False, (2, 1)),
     Window("uploaded_before_images_row", "image_insert", False, (1, 2)),
-    # The images row completes its generation in the same transaction (the database's
-    # rule), so "a row but not completed" cannot happen; the window left is that write
-    # committed with its answer lost to the dead worker.
-    Window("images_row_committed_answer_lost", "generation_completed", True, (1, 2)),
-    Window("download_done_before_complete_job", "complete:download-image", False, (1, 2)),
+    # store_image writes the images row, which completes the generation, and completes
+    # the download job in one transaction: "a row but not completed" and "completed but the
+    # job not" cannot happen; the windows left are that transaction rolled back, or
+    # committed with its answer lost to the dead worker (nothing is left to redo).
+    Window("images_row_committed_answer_lost", "generation_completed", True, (1, 1)),
+    Window("download_done_before_its_commit", "complete:download-image", False, (1, 2)),
 ]
 
 
@@ -65,15 +69,16 @@ def _state_at_kill(window: Window, conn: psycopg.Connection, gid: str) -> None:
     elif window.point is None:
         assert f.status == "processing" and f.prediction_id, f
     elif window.point == "complete:generate-image":
-        assert f.status == "downloading" and generate[0][1] == "processing", f
-        assert [j[1] for j in f.jobs_of("download-image")] == ["pending"], f
+        assert f.status == "processing" and f.prediction_id, f  # rolled back as a whole
+        assert generate[0][1] == "processing" and f.jobs_of("download-image") == [], f
     elif window.point == "image_insert":
         assert f.images == 0 and len(f.objects) == 1, f  # uploaded, no row yet
     elif window.point == "generation_completed":
         assert f.images == 1 and f.status == "completed", f
+        assert f.jobs_of("download-image")[0][1] == "completed", f  # the same transaction
     elif window.point == "complete:download-image":
-        assert f.status == "completed" and f.images == 1, f
-        assert f.jobs_of("download-image")[0][1] == "processing", f
+        assert f.status == "downloading" and f.images == 0, f  # rolled back as a whole
+        assert len(f.objects) == 1 and f.jobs_of("download-image")[0][1] == "processing", f
 
 
 def _settled_at_kill(window: Window, conn: psycopg.Connection, gid: str) -> None:
@@ -131,8 +136,6 @@ def test_kill_9_in_window_then_recovery_completes_exactly_once(
     generate = rows[gid].jobs_of("generate-image")[0]
     download = next(j for j in rows[gid].jobs_of("download-image") if j[1] == "completed")
     assert (generate[2], download[2]) == window.attempts, rows[gid]
-    if window.point == "generation_completed":
-        assert second.actions("image.reused"), "the retry reused the images row"
     if window.attempts != (1, 1):
         assert any(w.actions("requeue.done") for w in (first, second)), "recovered by the lease"
 

@@ -32,6 +32,9 @@ class MemoryGenerations:
         self.lock = threading.RLock()
         self.rows: dict[str, dict[str, object]] = {}
         self.images: dict[str, dict[str, object]] = {}  # by generation id (unique there)
+        # get, update, find_by_prediction, find_image calls in order (the queue's combined
+        # calls that write generations are counted by the queue)
+        self.calls: list[str] = []
 
     # -- what the app does (not a port method) ------
     def add(self, **fields: object) -> str:
@@ -58,6 +61,7 @@ class MemoryGenerations:
     # -- the port ------
     def get(self, generation_id: str) -> Row | None:
         with self.lock:
+            self.calls.append("get")
             row = self.rows.get(generation_id)
             return None if row is None else export(row)
 
@@ -69,6 +73,7 @@ class MemoryGenerations:
         unless_status: Collection[str] = (),
     ) -> Row | None:
         with self.lock:
+            self.calls.append("update")
             row = self.rows.get(generation_id)
             if row is None or row["status"] in unless_status:
                 return None
@@ -78,6 +83,7 @@ class MemoryGenerations:
 
     def find_by_prediction(self, prediction_id: str) -> Row | None:
         with self.lock:
+            self.calls.append("find_by_prediction")
             for row in self.rows.values():
                 if row.get("replicate_prediction_id") == prediction_id:
                     return export(row)
@@ -85,6 +91,7 @@ class MemoryGenerations:
 
     def find_image(self, generation_id: str) -> Row | None:
         with self.lock:
+            self.calls.append("find_image")
             image = self.images.get(generation_id)
             return None if image is None else export(image)
 

@@ -291,18 +291,19 @@ class WorkCalls:
         if not gid:
             raise PermanentError("store_image: p_image.generation_id is required (code 22023)")
         with self.lock:
-            job, replayed = self._own("store_image", job_id, worker_id, result)
             gens = self.generations
             existing = gens.images.get(gid)
+            gen = gens.rows.get(gid)
+            if existing is None and (gen is None or gen["status"] in GIVEN_UP):
+                self.calls.append("store_image")
+                state = "no longer exists" if gen is None else f"is {gen['status']}"
+                raise GenerationClosed(
+                    f"store_image: generation {gid} {state}: its image is not stored"
+                )
+            job, replayed = self._own("store_image", job_id, worker_id, result)
             if replayed:
                 return Stored(image=export(existing or {}), reused=True)
-            gen = gens.rows.get(gid)
             if existing is None:
-                if gen is None or gen["status"] in GIVEN_UP:
-                    state = "no longer exists" if gen is None else f"is {gen['status']}"
-                    raise GenerationClosed(
-                        f"store_image: generation {gid} {state}: its image is not stored"
-                    )
                 stored = dict(gens.insert_image(image))
                 reused = False
             else:

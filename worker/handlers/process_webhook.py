@@ -132,9 +132,9 @@ def _advance(ctx: JobContext, prediction: Prediction, source: str) -> dict[str, 
         return {"generation_id": gid, "skipped": f"prediction still {prediction.status}"}
     if prediction.succeeded and prediction.output_urls:
         model_id = str(prediction.raw.get("model") or gen.get("model") or "")
-        advanced = lifecycle.advance(
-            ctx, gid, gen, prediction, model_id, (gen.get("width"), gen.get("height"))
-        )
+        size = (gen.get("width"), gen.get("height"))
+        mine = {"source": source, "generation_id": gid}  # what the completed job keeps
+        advanced = lifecycle.advance(ctx, gid, gen, prediction, model_id, size, mine)
         return {"generation_id": gid, **advanced}
     message = lifecycle.failure_message(prediction)
     return _fail(ctx, gid, prediction.id, message, prediction.status)

@@ -79,13 +79,13 @@ class RequestBudget:
                 now = self._clock()
                 self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
                 self._at = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
+                if self._tokens >= 1.0 - 1e-9:
+                    self._tokens = max(0.0, self._tokens - 1.0)
                     return
                 wait = (1.0 - self._tokens) / self.rate
             if should_stop():
                 raise JobCancelled("stopped while waiting for the provider request budget")
-            pause = min(wait, 0.25)
+            pause = min(max(wait, 0.001), 0.25)
             self.waited += pause
             self._sleep(pause)
 
