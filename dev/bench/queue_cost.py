@@ -2,12 +2,19 @@
 
 - Ours in SQL, with pgbench custom scripts (connected as ``postgres``, the owner of the
   RPCs) in a database of their own (``bench_queue``: the Supabase bootstrap + our
-  migrations, no Realtime slot on it): single claim (``claim_next_job`` then
-  ``complete_job``) and batch claim (``claim_jobs(10)`` then ten ``complete_job``, one
-  transaction each, as the worker completes jobs one by one). 1, 4 and 8 clients, the same
-  job count per configuration, on a queue pre-filled with exactly that many jobs.
+  migrations, no Realtime slot on it), in two shapes:
+  - separate calls (the queue's original RPCs): single claim (``claim_next_job`` then
+    ``complete_job``) and batch claim (``claim_jobs(10)`` then ten ``complete_job``, one
+    transaction each);
+  - combined (what the worker calls since issue 15): ``complete_and_claim`` completes the
+    jobs the client holds and claims the next ones in one transaction, fenced like
+    ``complete_job``: one commit per job (single) or per ten jobs (batch 10).
+  1, 4 and 8 clients, the same job count per configuration, on a queue pre-filled with
+  exactly that many jobs.
 - Ours through the REST RPC path the worker uses (``worker.adapters.rest.SupabaseQueue``
-  over supabase-py, service_role) against the stack's /rest/v1, 4 threads.
+  over supabase-py, service_role) against the stack's /rest/v1, 4 threads: claim then
+  complete (single and batch 10), and combined as the daemon does it (``claim_work``, then
+  each ``complete_and_claim`` hands over the next job).
 - pgqueuer's own dequeue + ack (``bench.pgqueuer_side``), same Postgres cluster, database
   ``bench_pgqueuer``, the same job count, 1, 4 and 8 queue managers, batch size 10.
 """
@@ -52,6 +59,11 @@ SCRIPTS = {
          " \\gset\n"
          + "".join(COMPLETE.format(id=f"(:ids::uuid[])[{i}]") for i in range(1, 11))),
 }
+# Combined: each transaction completes what the client holds (:ids, from the last one;
+# '{}' at the start) and claims the next batch: one commit per cycle.
+COMBINED = ("select coalesce((select array_agg(j ->> 'id') from jsonb_array_elements("
+            "public.complete_and_claim(:ids::uuid[], '" + WORKER_ID + "', '{{\"ok\": true}}'::jsonb,"
+            " {batch}, null, 300) -> 'jobs') j)::text, '{{}}') as ids \\gset\n")
 
 
 def _create_database(env: BenchEnv, name: str, setup: bool) -> str:
@@ -100,17 +112,20 @@ def _check(url: str, jobs: int, pending_left: int = 0) -> dict[str, Any]:
 
 
 def _pgbench(env: BenchEnv, url_db: str, batch: int, clients: int, jobs: int,
-             script_dir: Path, *, history: int = 0, backlog: int = 0) -> dict[str, Any]:
+             script_dir: Path, *, history: int = 0, backlog: int = 0,
+             combined: bool = False) -> dict[str, Any]:
     """pgbench over exactly ``jobs`` jobs; ``backlog`` more stay pending behind them and
-    ``history`` completed rows sit in the table."""
-    script = script_dir / f"claim{batch}.sql"
-    script.write_text(SCRIPTS[batch])
+    ``history`` completed rows sit in the table. ``combined``: complete_and_claim cycles
+    (each client's first transaction only claims, its last only completes)."""
+    script = script_dir / f"claim{batch}{'c' if combined else ''}.sql"
+    script.write_text(COMBINED.format(batch=batch) if combined else SCRIPTS[batch])
     per_client = jobs // (batch * clients)
     processed = per_client * clients * batch
     _refill(url_db, processed + backlog, history)
+    extra = ["-D", "ids={}"] if combined else []
     cmd = [str(pg_bindir() / "pgbench"), "-n", "-h", "127.0.0.1", "-p", str(env.state.pg_port),
            "-U", "postgres", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-t",
-           str(per_client), "-f", str(script), OUR_DB]
+           str(per_client + (1 if combined else 0)), *extra, "-f", str(script), OUR_DB]
     began = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
     wall = time.monotonic() - began
@@ -119,16 +134,39 @@ def _pgbench(env: BenchEnv, url_db: str, batch: int, clients: int, jobs: int,
     if out.returncode != 0 or tps is None:
         raise RuntimeError(f"pgbench failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     cycles_per_s = float(tps.group(1))
-    return {"path": "SQL (pgbench)", "batch": batch, "clients": clients, "history": history,
+    jobs_per_s = cycles_per_s * batch
+    held = 0
+    if combined:
+        # Each client's last cycle claimed jobs it never got to complete (none when it
+        # found the queue empty): completed here, untimed, and left out of the rate.
+        held = _complete_held(url_db)
+        seconds = clients * (per_client + 1) / cycles_per_s
+        jobs_per_s = (processed - held) / seconds
+        cycles_per_s = jobs_per_s / batch
+    path = "SQL combined (pgbench)" if combined else "SQL (pgbench)"
+    return {"path": path, "batch": batch, "clients": clients, "history": history,
             "backlog": backlog, "jobs": processed, "cycles_per_s": cycles_per_s,
-            "jobs_per_s": cycles_per_s * batch, "latency_ms": float(lat.group(1)) if lat else None,
-            "wall_s": wall, "integrity": _check(url_db, processed, backlog)}
+            "jobs_per_s": jobs_per_s, "latency_ms": float(lat.group(1)) if lat else None,
+            "wall_s": wall, "held_at_end": held,
+            "integrity": _check(url_db, processed, backlog)}
 
 
-def _rest(env: BenchEnv, batch: int, jobs: int) -> dict[str, Any]:
+def _complete_held(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute(
+            "select id from public.job_queue where status = 'processing' and locked_by = %s",
+            (WORKER_ID,)).fetchall()]
+        if ids:
+            conn.execute("select public.complete_and_claim(%s, %s, %s)",
+                         (ids, WORKER_ID, Jsonb({"ok": True})))
+    return len(ids)
+
+
+def _rest(env: BenchEnv, batch: int, jobs: int, *, combined: bool = False) -> dict[str, Any]:
     from supabase import ClientOptions, create_client
 
     from worker.adapters.rest import SupabaseQueue
+    from worker.ports import Chain
 
     main_url = env.state.database_url
     _refill(main_url, jobs)
@@ -141,7 +179,16 @@ def _rest(env: BenchEnv, batch: int, jobs: int) -> dict[str, Any]:
         client = create_client(env.state.url, env.state.keys.service_role_key,
                                ClientOptions(auto_refresh_token=False, persist_session=False))
         queue = SupabaseQueue(client)
+        chain = Chain(1, ("generate-image",), 300)
         try:
+            if combined:  # as the worker: claim_work, then each completion claims the next
+                held = list(queue.claim_work(1, ["generate-image"], WORKER_ID, 300).jobs)
+                while held:
+                    nxt = queue.complete_and_claim(held[0].id, WORKER_ID, {"ok": True}, chain)
+                    with lock:
+                        done += 1
+                    held = list(nxt.jobs)
+                return
             while True:
                 claimed = queue.claim(batch, ["generate-image"], WORKER_ID, 300)
                 if not claimed:
@@ -165,7 +212,8 @@ def _rest(env: BenchEnv, batch: int, jobs: int) -> dict[str, Any]:
     check["ok"] = bool(check["ok"]) and not errors
     with psycopg.connect(main_url, autocommit=True) as conn:
         conn.execute("delete from public.job_queue")
-    return {"path": "REST RPC (supabase-py)", "batch": batch, "clients": REST_THREADS,
+    path = "REST RPC combined (supabase-py)" if combined else "REST RPC (supabase-py)"
+    return {"path": path, "batch": batch, "clients": REST_THREADS,
             "history": 0, "backlog": 0,
             "jobs": done, "cycles_per_s": done / batch / seconds, "jobs_per_s": done / seconds,
             "latency_ms": None, "wall_s": seconds, "integrity": check}
@@ -176,9 +224,11 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
     theirs_url = _create_database(env, pgqueuer_side.DB_NAME, setup=False)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="pgbench-") as tmp:
-        for batch in (1, 10):
-            for clients in CLIENTS:
-                rows.append(_pgbench(env, ours_url, batch, clients, sizes.queue_jobs, Path(tmp)))
+        for combined in (False, True):
+            for batch in (1, 10):
+                for clients in CLIENTS:
+                    rows.append(_pgbench(env, ours_url, batch, clients, sizes.queue_jobs,
+                                         Path(tmp), combined=combined))
         # The table's state matters: a week of finished history, a backlog, a burst.
         for history, backlog in ((sizes.history_rows, sizes.queue_jobs),
                                  (0, 5 * sizes.queue_jobs)):
@@ -187,6 +237,7 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
                                      Path(tmp), history=history, backlog=backlog))
     for batch in (1, 10):
         rows.append(_rest(env, batch, sizes.rest_jobs))
+    rows.append(_rest(env, 1, sizes.rest_jobs, combined=True))
     theirs = ([pgqueuer_side.drain(theirs_url, n, sizes.queue_jobs) for n in CLIENTS]
               if pgqueuer_side.available() else [])
 
@@ -220,17 +271,23 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         if theirs else "pgqueuer is not installed: pip install -e '.[bench]' (make bench does).",
     ]
     ratios = Table(
-        "Ratio ours / pgqueuer, jobs/s at the same client count (ours through the RPCs: a "
-        "claim, then one complete_job transaction per job; pgqueuer batches its acks)",
-        ["clients", "pgqueuer jobs/s", "ours single x", "ours batch 10 x"],
+        "Ratio ours / pgqueuer, jobs/s at the same client count (separate: a claim, then one "
+        "complete_job transaction per job; combined: complete_and_claim, one transaction per "
+        "cycle; pgqueuer batches its acks)",
+        ["clients", "pgqueuer jobs/s", "separate single x", "separate batch 10 x",
+         "combined single x", "combined batch 10 x"],
     )
+
+    def ours(batch: int, clients: int, path: str) -> float:
+        return float(next(r["jobs_per_s"] for r in rows if r["batch"] == batch
+                          and r["clients"] == clients and r["path"] == path
+                          and not r["history"] and not r["backlog"]))
+
     for d in theirs:
-        single = next(r for r in rows if r["batch"] == 1 and r["clients"] == d.consumers
-                      and r["path"].startswith("SQL") and not r["history"])
-        batched = next(r for r in rows if r["batch"] == 10 and r["clients"] == d.consumers
-                       and r["path"].startswith("SQL") and not r["history"])
-        ratios.add(d.consumers, d.jobs_per_s, ratio(single["jobs_per_s"], d.jobs_per_s),
-                   ratio(batched["jobs_per_s"], d.jobs_per_s))
+        ratios.add(d.consumers, d.jobs_per_s,
+                   *(ratio(ours(batch, d.consumers, path), d.jobs_per_s)
+                     for path in ("SQL (pgbench)", "SQL combined (pgbench)")
+                     for batch in (1, 10)))
     return Result(NAME, TITLE, [table, ratios], {
         "ours": rows,
         "pgqueuer": [{"consumers": d.consumers, "jobs": d.jobs, "processed": d.processed,

@@ -5,8 +5,11 @@ the stack and recorded as one ``Call`` (when it arrived, its kind, the status). 
 WebSocket is passed through both ways and not counted (its connections are). Kinds:
 
     rpc <name>                 POST /rest/v1/rpc/<name>
-    rpc <claim...> (empty)     a claim RPC that answered [] (no job)
+    rpc <claim...> (empty)     a claim RPC (claim_jobs, claim_next_job, claim_work) that
+                               answered no job ([] or {"jobs": []})
     rpc <claim...> (jobs)      a claim RPC that answered jobs
+    (a completion that also claims, complete_and_claim / store_image / finish_prediction,
+    keeps its own kind; the jobs it handed over are counted as claimed)
     <table> read|insert|upsert|update|delete     /rest/v1/<table>
     storage <method> <area>    /storage/v1/<area>/...
     auth|functions <method>    anything else, by service
@@ -34,7 +37,8 @@ from devstack.pg import free_port
 
 HOP_BY_HOP = {"host", "connection", "keep-alive", "transfer-encoding", "upgrade",
               "content-length", "content-encoding", "proxy-connection", "te", "trailer"}
-WRITE_VERBS = {"POST": "insert", "PATCH": "update", "DELETE": "delete", "PUT": "upsert"}
+WRITE_VERBS = {"POST": "insert", "PUT": "upsert", "PATCH": "update", "DELETE": "delete"}
+HANDS_OVER = ("complete_and_claim", "store_image", "finish_prediction")  # complete + claim
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -55,14 +59,18 @@ def classify(method: str, path: str, headers: dict[str, str], status: int,
     if parts[:2] == ["rest", "v1"] and len(parts) >= 3:
         if parts[2] == "rpc" and len(parts) >= 4:
             name = parts[3]
-            if "claim" in name and status < 300:
-                try:
-                    data = json.loads(body or b"null")
-                except ValueError:
-                    data = None
-                jobs = len(data) if isinstance(data, list) else 0
+            if status >= 300 or not (name.startswith("claim") or name in HANDS_OVER):
+                return f"rpc {name}", 0
+            try:
+                data = json.loads(body or b"null")
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                data = data.get("jobs")
+            jobs = len(data) if isinstance(data, list) else 0
+            if name.startswith("claim"):
                 return f"rpc {name} ({'jobs' if jobs else 'empty'})", jobs
-            return f"rpc {name}", 0
+            return f"rpc {name}", jobs
         verb = "read" if method in ("GET", "HEAD") else WRITE_VERBS.get(method, method.lower())
         if method == "POST" and "merge-duplicates" in headers.get("prefer", ""):
             verb = "upsert"

@@ -44,6 +44,14 @@ def test_percentiles_and_tables() -> None:
      "rpc claim_jobs (jobs)", 2),
     ("POST", "/rest/v1/rpc/claim_next_job", 200, b"[]", "rpc claim_next_job (empty)", 0),
     ("POST", "/rest/v1/rpc/complete_job", 200, b"[]", "rpc complete_job", 0),
+    ("POST", "/rest/v1/rpc/claim_work", 200, b'{"jobs": [], "next_at": null}',
+     "rpc claim_work (empty)", 0),
+    ("POST", "/rest/v1/rpc/claim_work", 200, b'{"jobs": [{"id": 1}], "next_at": null}',
+     "rpc claim_work (jobs)", 1),
+    ("POST", "/rest/v1/rpc/complete_and_claim", 200, b'{"jobs": [], "completed": [1]}',
+     "rpc complete_and_claim", 0),
+    ("POST", "/rest/v1/rpc/finish_prediction", 200, b'{"jobs": [{"id": 2}]}',
+     "rpc finish_prediction", 1),
     ("GET", "/rest/v1/image_generations", 200, b"[]", "image_generations read", 0),
     ("PATCH", "/rest/v1/image_generations", 200, b"[]", "image_generations update", 0),
     ("POST", "/rest/v1/images", 201, b"[]", "images insert", 0),
@@ -60,8 +68,9 @@ def test_upserts_and_groups() -> None:
     assert classify("POST", "/rest/v1/job_workers", {"prefer": "resolution=merge-duplicates"},
                     201, b"")[0] == "job_workers upsert"
     assert [group(k) for k in ("rpc heartbeat_job", "rpc register_worker",
-                               "storage POST object", "rpc claim_jobs (empty)")] == [
-        "heartbeats", "heartbeats", "storage", "generation"]
+                               "rpc heartbeat_worker", "storage POST object",
+                               "rpc claim_jobs (empty)")] == [
+        "heartbeats", "heartbeats", "heartbeats", "storage", "generation"]
 
 
 def test_overhead_parts_add_up_to_the_time_to_image() -> None:
