@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from worker import generate
+
 
 def register(sub: Any) -> None:
     """Add the operations commands to ``sub`` (argparse subparsers)."""
@@ -16,6 +18,7 @@ def register(sub: Any) -> None:
     _add_requeue(sub)
     _add_enqueue(sub)
     _add_cancel(sub)
+    generate.register(sub)
 
 
 # -- functions ------

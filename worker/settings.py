@@ -82,6 +82,37 @@ class SupabaseSettings(BaseSettings):
         """Rules that span several variables (raise ConfigError)."""
 
 
+class ClientSettings(BaseSettings):
+    """What a client app ships with (``picture-worker generate``): the project URL and its
+    public key. Never a service key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
+
+    supabase_url: str = Field(validation_alias="SUPABASE_URL")
+    client_key: SecretStr = Field(
+        validation_alias=AliasChoices("SUPABASE_PUBLISHABLE_KEY", "SUPABASE_ANON_KEY")
+    )
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _supabase_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("client_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
+        return _not_blank(value)
+
+    @classmethod
+    def load(cls) -> Self:
+        try:
+            return cls()  # type: ignore[call-arg]  # read from the environment
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(cls, exc)) from None
+
+
 class Settings(SupabaseSettings):
     """Environment variables of ``picture-worker run`` (see the README's configuration table)."""
 
