@@ -211,6 +211,7 @@ def _table_names(doc: Path, heading: str) -> list[str]:
     names: list[str] = []
     in_table = False
     for line in text[start:].splitlines()[1:]:
+        line = line.strip()
         if line.startswith("|"):
             in_table = True
             m = re.match(r"\|\s*`([^`{ ]+)", line)
@@ -263,3 +264,12 @@ def test_the_readme_configuration_table_is_the_settings() -> None:
         every.update(choices)
     assert primary <= documented, f"not documented: {sorted(primary - documented)}"
     assert documented <= every, f"documented but not read: {sorted(documented - every)}"
+
+
+def test_error_messages_point_at_documents_that_ship(stack_state: StackState) -> None:
+    proc = cli(stack_state, "enqueue", "download-image", "{}")
+    assert proc.returncode == 2
+    line = one_line_error(proc)
+    assert "SPEC" not in line
+    for doc in re.findall(r"docs/[\w./-]+\.md", line):
+        assert (ROOT / doc).is_file(), doc
