@@ -94,7 +94,9 @@ def parse_payload(job_type: str, text: str) -> dict[str, Any]:
     missing = [k for k in REQUIRED_PAYLOAD_KEYS.get(job_type, ()) if payload.get(k) in (None, "")]
     if missing:
         raise OpsError(
-            f"a {job_type} payload needs {', '.join(missing)} (see 'enqueue' in docs/operations.md)", EXIT_USAGE
+            f"a {job_type} payload needs {', '.join(missing)} "
+            "(see 'enqueue' in docs/operations.md)",
+            EXIT_USAGE,
         )
     return payload
 
