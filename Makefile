@@ -1,5 +1,5 @@
 # The two commands: `make demo` and `make test`. Both install what they need first.
-.PHONY: demo test lint check bench clean
+.PHONY: demo test test-fast lint check bench clean
 
 demo:
 	@scripts/setup.sh demo
@@ -14,6 +14,12 @@ test: lint
 	.venv/bin/pytest
 
 check: test
+
+# The fast tier: unit tests, the daemon/runner/handlers on the in-memory ports and the
+# in-memory half of the contract suite. No Postgres, no stack; seconds.
+test-fast:
+	@scripts/setup.sh test
+	.venv/bin/pytest -m fast -q
 
 bench:
 	@scripts/setup.sh bench

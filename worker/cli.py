@@ -1,6 +1,6 @@
-"""`picture-worker`: the composition root. Parses arguments, loads Settings, configures
-logging, builds the adapters and runs the command. Nothing else in the worker reads the
-environment or wires concrete classes together.
+"""`picture-worker`: parses the arguments, loads the Settings, configures logging and runs
+the command. The services come from ``worker.wiring`` (the composition root); commands
+import what they need when they run, so ``--help`` stays fast.
 
     picture-worker run [--once]        the daemon
     picture-worker functions           serve the edge-function HTTP contracts (functions_compat)
@@ -21,9 +21,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker import __version__
 from worker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 log = logging.getLogger("worker.cli")
 
@@ -34,59 +38,6 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 # -- run ------
-def build_services(settings: object) -> object:
-    import httpx
-
-    from worker.adapters.client import service_client
-    from worker.adapters.rest import SupabaseGenerations, SupabaseQueue
-    from worker.adapters.storage import SupabaseImageStore
-    from worker.handlers.base import Services
-    from worker.net import SafeFetcher
-    from worker.replicate.client import ReplicateClient
-    from worker.settings import Settings
-
-    assert isinstance(settings, Settings)
-    client = service_client(settings)
-    limits = httpx.Limits(max_connections=max(10, settings.concurrency * 4))
-    replicate_http = httpx.Client(
-        timeout=httpx.Timeout(
-            connect=10.0, read=settings.replicate_sync_wait + 30.0, write=30.0, pool=30.0
-        ),
-        limits=limits,
-        follow_redirects=False,
-    )
-    fetch_http = httpx.Client(
-        timeout=httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0),
-        limits=limits,
-        follow_redirects=False,
-        trust_env=False,
-    )
-    return Services(
-        settings=settings,
-        queue=SupabaseQueue(client),
-        generations=SupabaseGenerations(client),
-        store=SupabaseImageStore(client, settings.storage_bucket),
-        model=ReplicateClient(
-            replicate_http,
-            settings.replicate_api_token.get_secret_value(),
-            settings.replicate_api_base_url,
-            wait_seconds=settings.replicate_sync_wait,
-        ),
-        fetch_outputs=SafeFetcher(
-            fetch_http,
-            allowed_hosts=settings.allowed_download_hosts,
-            max_bytes=settings.max_image_bytes,
-            dev_http_hosts=settings.dev_http_hosts,
-        ),
-        fetch_sources=SafeFetcher(
-            fetch_http,
-            allowed_hosts=settings.allowed_source_hosts,
-            max_bytes=settings.max_image_bytes,
-            dev_http_hosts=settings.dev_http_hosts,
-        ),
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from worker import logs
     from worker.settings import Settings
@@ -104,27 +55,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_daemon(settings, once=args.once))
 
 
-async def _run_daemon(settings: object, *, once: bool) -> int:
-    from worker.adapters.realtime import RealtimeWakeups
+async def _run_daemon(settings: Settings, *, once: bool) -> int:
+    from worker import wiring
     from worker.daemon import Daemon
-    from worker.handlers.base import Services
     from worker.health import HealthServer
     from worker.metrics import worker_metrics
-    from worker.settings import Settings
 
-    assert isinstance(settings, Settings)
-    services = build_services(settings)
-    assert isinstance(services, Services)
+    services = wiring.build_services(settings)
     metrics = worker_metrics()
-    key = settings.supabase_service_role_key.get_secret_value()
-    daemon = Daemon(
-        services,
-        metrics,
-        once=once,
-        wakeups_factory=lambda on_event, on_state: RealtimeWakeups(
-            settings.supabase_url, key, on_event, on_state
-        ),
-    )
+    daemon = Daemon(services, metrics, once=once, wakeups_factory=wiring.realtime_wakeups(settings))
 
     async def ready() -> tuple[bool, dict[str, object]]:
         fresh = time.monotonic() - daemon.last_db_ok < max(30.0, 3 * settings.poll_interval)

@@ -343,9 +343,9 @@ def _numeric(cell: str) -> bool:
 _BY_TYPE: Sequence[Column] = (
     ("TYPE", "job_type", _text),
     ("STATUS", "status", _text),
-    ("COUNT", "job_count", _text),
-    ("OLDEST", "oldest", _when),
-    ("NEWEST", "newest", _when),
+    ("COUNT", "count", _text),
+    ("OLDEST", "oldest_job", _when),
+    ("NEWEST", "newest_job", _when),
     ("AVG DURATION", "avg_duration_seconds", _seconds),
     ("AVG ATTEMPTS", "avg_attempts", _text),
 )

@@ -27,13 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from worker import __version__, webhook_checks
+from worker import __version__, leases, webhook_checks
+from worker.context import JobContext
 from worker.errors import WorkerError
-from worker.handlers.base import JobContext, Services
-from worker.jobs import GENERATE_IMAGE, Job
+from worker.jobs import Job
 from worker.metrics import Metrics
 from worker.ports import WorkerInfo
 from worker.runner import Outcome, Runner
+from worker.services import Services
+from worker.statuses import OUTCOME_FAILED, JobOutcome
 
 log = logging.getLogger("worker.daemon")
 T = TypeVar("T")
@@ -169,6 +171,8 @@ class Daemon:
                 self.once
                 and not claimed
                 and not self.in_flight
+                # a job that finished while the claim was on its way may have enqueued more
+                and not self._wake.is_set()
                 and not await self._retry_due_soon()
             ):
                 log.info(
@@ -181,13 +185,11 @@ class Daemon:
             await self._sleep_until_wake(await self._wait_timeout(free, claimed))
 
     async def _claim(self, free: int) -> list[Job]:
-        types = list(self.settings.job_types)
-        paused = self.services.credit.paused()
-        self.metrics.set("picture_worker_generate_paused", 1 if paused else 0)
-        if paused:
-            types = [t for t in types if t != GENERATE_IMAGE]
-            if not types:
-                return []
+        credit = self.services.credit
+        self.metrics.set("picture_worker_generate_paused", 1 if credit.paused() else 0)
+        types = credit.claimable(self.settings.job_types)
+        if not types:
+            return []
         try:
             jobs = await self._claim_batch(free, types)
         except WorkerError as exc:
@@ -246,9 +248,9 @@ class Daemon:
         self.in_flight.pop(job_id, None)
         self.metrics.set("picture_worker_jobs_in_flight", len(self.in_flight))
         outcome = future.result() if not future.cancelled() and future.exception() is None else None
-        if isinstance(outcome, Outcome) and outcome.status == "completed":
+        if isinstance(outcome, Outcome) and outcome.status == JobOutcome.COMPLETED:
             self.jobs_done += 1
-        elif isinstance(outcome, Outcome) and outcome.status in ("failed", "retry"):
+        elif isinstance(outcome, Outcome) and outcome.status in OUTCOME_FAILED:
             self.jobs_failed += 1
         if self._wake is not None:
             self._wake.set()
@@ -319,36 +321,16 @@ class Daemon:
                     extra={"action": "worker.periodic_failed", "worker_id": self.worker_id},
                 )
 
-    def _heartbeat_one(self, job_id: str) -> Any:
-        return self.services.queue.heartbeat(job_id, self.worker_id, self.settings.lease_seconds)
-
     async def _heartbeat_jobs(self) -> None:
-        for job_id, ctx in list(self.in_flight.items()):
-            try:
-                row = await self._io_call(functools.partial(self._heartbeat_one, job_id))
-            except WorkerError as exc:
-                ctx.log(
-                    "job.heartbeat_failed",
-                    "heartbeat failed: %s",
-                    exc.message,
-                    level=logging.WARNING,
-                )
-                continue
+        answered = await leases.heartbeat(
+            list(self.in_flight.values()),
+            self.services.queue,
+            self.settings.lease_seconds,
+            self._io_call,
+            still_running=lambda ctx: ctx.job.id in self.in_flight,
+        )
+        if answered:
             self.last_db_ok = time.monotonic()
-            if job_id not in self.in_flight:
-                continue  # finished while the heartbeat was on its way: nothing to report
-            if row is None or row.get("status") == "cancelled":
-                ctx.log("job.cancel_seen", "generation cancelled; stopping the job")
-                ctx.cancel()
-            elif row.get("status") != "processing" or row.get("locked_by") != self.worker_id:
-                ctx.log(
-                    "job.lease_lost",
-                    "lease lost (now %s, locked by %s)",
-                    row.get("status"),
-                    row.get("locked_by"),
-                    level=logging.WARNING,
-                )
-                ctx.lose_lease()
 
     async def _register(self, stopped: bool = False) -> None:
         info = WorkerInfo(

@@ -12,7 +12,9 @@
     │       ├── PredictionFailed    the model ran and failed (NSFW, crash, canceled, aborted)
     │       ├── FetchRefused        a URL failed the safe-fetch rules (scheme, host, address,
     │       │                       size, content type)
-    │       └── MissingGeneration   the job's generation row does not exist
+    │       ├── MissingGeneration   the job's generation row does not exist
+    │       └── GenerationClosed    the generation was cancelled, failed or deleted: its
+    │                               image is not stored (the database refused it, PT410)
     ├── JobCancelled                the generation was cancelled while the job ran
     └── LeaseLost                   complete_job/heartbeat_job says the job is no longer ours
 
@@ -90,6 +92,10 @@ class FetchRefused(PermanentError):
 
 class MissingGeneration(PermanentError):
     """The job's generation does not exist."""
+
+
+class GenerationClosed(PermanentError):
+    """The generation was cancelled, failed or deleted; its image is not stored."""
 
 
 class JobCancelled(WorkerError):

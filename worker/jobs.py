@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.statuses import JobStatus
+
 GENERATE_IMAGE = "generate-image"
 DOWNLOAD_IMAGE = "download-image"
 PROCESS_WEBHOOK = "process-webhook"
@@ -31,7 +33,7 @@ class Job:
     payload: Mapping[str, Any]
     attempt_number: int
     max_attempts: int
-    status: str = "processing"
+    status: str = JobStatus.PROCESSING
     priority: int = 0
     created_at: datetime | None = None
     scheduled_at: datetime | None = None
@@ -48,7 +50,7 @@ class Job:
             payload=payload if isinstance(payload, Mapping) else {},
             attempt_number=int(row.get("attempt_number") or 0),
             max_attempts=int(row.get("max_attempts") or 3),
-            status=str(row.get("status") or "processing"),
+            status=str(row.get("status") or JobStatus.PROCESSING),
             priority=int(row.get("priority") or 0),
             created_at=parse_ts(row.get("created_at")),
             scheduled_at=parse_ts(row.get("scheduled_at")),

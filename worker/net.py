@@ -18,7 +18,9 @@ Rules, each refusal a ``FetchRefused`` (permanent) with a clear message:
   reading) and within ``max_seconds``.
 - The format is sniffed from the bytes; a body whose content is not an image, does not
   match the served Content-Type, or is not an expected format is refused (an HTML page
-  served as image/png is refused). SVGs with active content are refused.
+  served as image/png is refused). SVGs that are not plain vector art are refused
+  (worker.svg), and so are images whose header declares a side or a pixel count past
+  ``limits`` (WORKER_MAX_IMAGE_SIDE, WORKER_MAX_IMAGE_PIXELS) or no readable size.
 
 Network failures, timeouts and HTTP 408/429/5xx raise ``RetryableError``. The request
 carries no credentials: client-level ``Authorization`` and ``Cookie`` headers are removed.
@@ -33,25 +35,34 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 import httpx
 
 from worker.errors import FetchRefused, RetryableError
+from worker.ports import Fetched
 from worker.sniff import (
     CONTENT_TYPES,
     FORMATS,
     GENERIC_MEDIA_TYPES,
     MEDIA_TYPES,
-    image_size,
+    SizeLimits,
+    inspect_image,
     media_type,
     sniff,
-    svg_problem,
 )
 
-__all__ = ["Fetched", "Resolver", "SafeFetcher", "system_resolver", "to_data_uri"]
+__all__ = [
+    "Fetched",
+    "Resolver",
+    "SafeFetcher",
+    "UrlTarget",
+    "check_url",
+    "host_allowed",
+    "system_resolver",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,24 +72,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _ALIASES = {"jpg": "jpeg"}
-
-
-@dataclass(frozen=True)
-class Fetched:
-    data: bytes = field(repr=False)
-    content_type: str  # canonical for the sniffed format, not what the server said
-    format: str  # png | jpeg | webp | gif | svg
-    width: int | None = None  # from the image header, when it has one
-    height: int | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-
-def to_data_uri(fetched: Fetched) -> str:
-    """A ``data:`` URI for the bytes (the img2img source sent to Replicate)."""
-    return f"data:{fetched.content_type};base64,{base64.b64encode(fetched.data).decode('ascii')}"
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -128,6 +121,56 @@ def address_problem(ip: IPAddress, *, allow_loopback: bool = False) -> str | Non
     return None
 
 
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """``host`` matches an allow-list entry: an exact name, or ``*.suffix`` for any name
+    below ``suffix`` (never ``suffix`` itself). Case and a trailing dot do not count."""
+    host = host.lower().rstrip(".")
+    for entry in patterns:
+        pattern = entry.strip().lower().rstrip(".")
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class UrlTarget:
+    url: httpx.URL  # as given
+    host: str  # IDNA / ASCII name
+    port: int
+    dev: bool  # one of the dev_http_hosts (plain http and loopback allowed)
+
+
+def check_url(
+    raw: str, allowed_hosts: Iterable[str], dev_http_hosts: Collection[str] = ()
+) -> UrlTarget:
+    """The URL rules that need no network: ``https`` (plain ``http`` only for an exact
+    ``host:port`` of ``dev_http_hosts``), no credentials, a host on ``allowed_hosts`` (or a
+    dev host). ``FetchRefused`` says which rule failed. Used by the fetcher before it
+    resolves the name, and by start-generation for ``source_image_url``."""
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL as exc:
+        raise FetchRefused(f"not a valid URL: {exc}") from None
+    scheme = url.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise FetchRefused(f"scheme {scheme or '(none)'!r} is not allowed: use https")
+    if url.userinfo:
+        raise FetchRefused("URLs with credentials are not allowed")
+    host = url.raw_host.decode("ascii").lower().rstrip(".")
+    if not host:
+        raise FetchRefused("the URL has no host")
+    port = url.port or (443 if scheme == "https" else 80)
+    dev = _host_port(host, port) in {h.strip().lower() for h in dev_http_hosts}
+    if scheme == "http" and not dev:
+        raise FetchRefused(f"plain http is not allowed ({host}): use https")
+    if not dev and not host_allowed(host, allowed_hosts):
+        raise FetchRefused(f"host {host} is not on the allowed list")
+    return UrlTarget(url=url, host=host, port=port, dev=dev)
+
+
 @dataclass(frozen=True)
 class _Target:
     url: httpx.URL  # as given
@@ -148,6 +191,7 @@ class SafeFetcher:
         *,
         allowed_hosts: Sequence[str],
         max_bytes: int,
+        limits: SizeLimits | None = None,
         dev_http_hosts: Sequence[str] = (),
         resolver: Resolver = system_resolver,
         max_redirects: int = 3,
@@ -161,6 +205,7 @@ class SafeFetcher:
         self._allowed = tuple(_host_pattern(h) for h in allowed_hosts)
         self._dev = frozenset(h.strip().lower() for h in dev_http_hosts if h.strip())
         self._max_bytes = max_bytes
+        self._limits = limits or SizeLimits()
         self._resolver = resolver
         self._max_redirects = max_redirects
         self._timeout = timeout or httpx.Timeout(30.0, connect=5.0)
@@ -172,14 +217,14 @@ class SafeFetcher:
         wanted = _expected(expect)
         if url[:5].lower() == "data:":
             data, claimed = self._decode_data_uri(url)
-            return _verify(data, claimed, wanted)
+            return _verify(data, claimed, wanted, self._limits)
         started = self._clock()
         current = url
         for _ in range(self._max_redirects + 1):
             target = self._check_url(current)
             location, data, claimed = self._get(target, started)
             if location is None:
-                return _verify(data, claimed, wanted)
+                return _verify(data, claimed, wanted, self._limits)
             current = str(target.url.join(location))
             logger.debug("redirect to %s", _for_log(current), extra={"action": "fetch.redirect"})
         raise FetchRefused(f"more than {self._max_redirects} redirects")
@@ -187,40 +232,16 @@ class SafeFetcher:
     # -- URL and address checks -------------------------------------------------------------
 
     def host_allowed(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        for pattern in self._allowed:
-            if pattern.startswith("*."):
-                if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                    return True
-            elif host == pattern:
-                return True
-        return False
+        return host_allowed(host, self._allowed)
 
     def _check_url(self, raw: str) -> _Target:
-        try:
-            url = httpx.URL(raw)
-        except httpx.InvalidURL as exc:
-            raise FetchRefused(f"not a valid URL: {exc}") from None
-        scheme = url.scheme.lower()
-        if scheme not in ("https", "http"):
-            raise FetchRefused(f"scheme {scheme or '(none)'!r} is not allowed: use https")
-        if url.userinfo:
-            raise FetchRefused("URLs with credentials are not allowed")
-        host = url.raw_host.decode("ascii").lower().rstrip(".")
-        if not host:
-            raise FetchRefused("the URL has no host")
-        port = url.port or (443 if scheme == "https" else 80)
-        dev = _host_port(host, port) in self._dev
-        if scheme == "http" and not dev:
-            raise FetchRefused(f"plain http is not allowed ({host}): use https")
-        if not dev and not self.host_allowed(host):
-            raise FetchRefused(f"host {host} is not on the allowed list")
-        addresses = self._resolve(host, port)
+        target = check_url(raw, self._allowed, self._dev)
+        addresses = self._resolve(target.host, target.port)
         for address in addresses:
-            problem = address_problem(ipaddress.ip_address(address), allow_loopback=dev)
+            problem = address_problem(ipaddress.ip_address(address), allow_loopback=target.dev)
             if problem is not None:
-                raise FetchRefused(f"{host} resolves to a {problem}")
-        return _Target(url=url, host=host, address=addresses[0])
+                raise FetchRefused(f"{target.host} resolves to a {problem}")
+        return _Target(url=target.url, host=target.host, address=addresses[0])
 
     def _resolve(self, host: str, port: int) -> list[str]:
         try:
@@ -328,7 +349,9 @@ class SafeFetcher:
         return data, claimed
 
 
-def _verify(data: bytes, claimed_header: str, wanted: frozenset[str]) -> Fetched:
+def _verify(
+    data: bytes, claimed_header: str, wanted: frozenset[str], limits: SizeLimits
+) -> Fetched:
     fmt = sniff(data)
     claimed = media_type(claimed_header)
     if fmt is None:
@@ -338,11 +361,9 @@ def _verify(data: bytes, claimed_header: str, wanted: frozenset[str]) -> Fetched
         raise FetchRefused(f"served as {claimed} but the content is {fmt}")
     if fmt not in wanted:
         raise FetchRefused(f"expected {' or '.join(sorted(wanted))}, got {fmt}")
-    if fmt == "svg":
-        problem = svg_problem(data)
-        if problem is not None:
-            raise FetchRefused(problem)
-    size = image_size(data, fmt)
+    problem, size = inspect_image(data, fmt, limits)
+    if problem is not None:
+        raise FetchRefused(problem)
     width, height = size if size is not None else (None, None)
     return Fetched(
         data=data, content_type=CONTENT_TYPES[fmt], format=fmt, width=width, height=height

@@ -22,10 +22,12 @@ from typing import Any, TypeVar, cast
 import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
-from supabase import Client, ClientOptions, create_client
+from supabase import Client
 
 from worker.jobs import enqueue_params
 from worker.settings import JOB_TYPES, SupabaseSettings
+from worker.statuses import GENERATION_TERMINAL, JobStatus
+from worker.wiring import service_client
 
 T = TypeVar("T")
 
@@ -34,7 +36,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 RECENT_FAILURES = 10
-TERMINAL_GENERATION = ("completed", "failed", "cancelled")
 # Keys without which a job of that type fails at once (the handlers' `required(...)`).
 REQUIRED_PAYLOAD_KEYS: Mapping[str, tuple[str, ...]] = {
     "generate-image": ("generation_id",),
@@ -61,13 +62,7 @@ OpsSettings = SupabaseSettings
 
 
 def connect(settings: OpsSettings, timeout: float = 30.0) -> Operations:
-    options = ClientOptions(
-        auto_refresh_token=False, persist_session=False, postgrest_client_timeout=timeout
-    )
-    client = create_client(
-        settings.supabase_url, settings.supabase_service_role_key.get_secret_value(), options
-    )
-    return Operations(client, settings.supabase_url)
+    return Operations(service_client(settings, timeout=timeout), settings.supabase_url)
 
 
 # -- input checks (usage errors, exit 2) ------
@@ -190,7 +185,7 @@ class Operations:
                 f"{what}: {message}; apply the migrations "
                 "(`supabase db push` or `picture-worker migrate`)"
             )
-        if code == "P0002":
+        if code in ("P0002", "PT404"):  # not found (cancel_generation answers PT404)
             return OpsError(message)
         return OpsError(f"{what} failed: {message} (code {code or 'unknown'})")
 
@@ -234,12 +229,13 @@ class Operations:
         job = self.job(job_id)
         if job is None:
             raise OpsError(f"job {job_id} not found")
-        allowed = ("failed", "cancelled") if include_cancelled else ("failed",)
-        if job.get("status") not in allowed:
-            hint = " (add --cancelled to retry it)" if job.get("status") == "cancelled" else ""
-            raise OpsError(
-                f"job {job_id} is {job.get('status')}: only failed jobs can be retried{hint}"
-            )
+        status = job.get("status")
+        retryable = status == JobStatus.FAILED or (
+            include_cancelled and status == JobStatus.CANCELLED
+        )
+        if not retryable:
+            hint = " (add --cancelled to retry it)" if status == JobStatus.CANCELLED else ""
+            raise OpsError(f"job {job_id} is {status}: only failed jobs can be retried{hint}")
         count = _as_int(
             self._rpc("retry_jobs", {"p_job_id": job_id, "p_include_cancelled": include_cancelled})
         )
@@ -286,7 +282,7 @@ class Operations:
         if not rows:
             raise OpsError(f"generation {generation_id} not found")
         before = str(rows[0].get("status"))
-        if before in TERMINAL_GENERATION:
+        if before in GENERATION_TERMINAL:
             raise OpsError(f"generation {generation_id} is already {before}: nothing to cancel")
         after = _rows(self._rpc("cancel_generation", {"p_generation_id": generation_id}))
 
@@ -295,7 +291,7 @@ class Operations:
                 self._client.table("job_queue")
                 .select("id", count=CountMethod.exact)
                 .eq("payload->>generation_id", generation_id)
-                .eq("status", "cancelled")
+                .eq("status", JobStatus.CANCELLED)
                 .limit(1)
             )
             return query.execute().count

@@ -1,22 +1,28 @@
-"""The Protocols the core (daemon, runner, handlers) depends on.
+"""The ports the core (daemon, runner, handlers) depends on, and the values they carry.
 
-Adapters in ``worker.adapters`` implement them over supabase-py; the provider layer in
-``worker.replicate`` and ``worker.net`` implements the model and fetch ports. Only
-``worker.cli`` wires concrete classes together.
+Protocols: ``Queue``, ``Generations``, ``ImageStore`` (implemented over supabase-py in
+``worker.adapters``, in memory in ``worker.adapters.memory``), ``ImageModel``
+(``worker.replicate.client``) and ``Fetcher`` (``worker.net``). Values: ``Prediction``
+(what the model port returns), ``Fetched`` (what the fetch port returns), ``WorkerInfo``.
+Only ``worker.wiring`` puts concrete classes together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import base64
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
+from worker.errors import InvalidInput, JobCancelled, PredictionFailed, RetryableError
 from worker.jobs import Job
+from worker.statuses import PREDICTION_RUNNING, PREDICTION_TERMINAL, PredictionStatus
 
-Row = Mapping[str, Any]
+Row = Mapping[str, object]  # one database row as PostgREST returns it (JSON values)
 
 
+# -- values ------
 @dataclass(frozen=True)
 class WorkerInfo:
     worker_id: str
@@ -31,6 +37,121 @@ class WorkerInfo:
     stopped: bool = False
 
 
+def _urls(output: object) -> list[str]:
+    """Output file URLs from the shapes models use: a string, a list of strings, an
+    object with ``url``, or a list of such objects."""
+    items = output if isinstance(output, list) else [output]
+    urls: list[str] = []
+    for item in items:
+        if isinstance(item, Mapping):
+            item = item.get("url")
+        if isinstance(item, str) and item.strip():
+            urls.append(item.strip())
+    return urls
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A Replicate prediction (``schemas_prediction_response``: API answer or webhook body)."""
+
+    id: str
+    status: str  # a PredictionStatus, or a status this version does not know yet
+    output: object = None
+    error: str | None = None
+    raw: Mapping[str, object] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Prediction:
+        """Parse a prediction body; ``InvalidInput`` when it is not one."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput("a prediction must be a JSON object")
+        pid = data.get("id")
+        status = data.get("status")
+        if not isinstance(pid, str) or not pid or not isinstance(status, str):
+            raise InvalidInput("not a prediction: id and status are required")
+        error = data.get("error")
+        return cls(
+            id=pid,
+            status=status,
+            output=data.get("output"),
+            error=None if error in (None, "") else str(error),
+            raw={str(k): v for k, v in data.items()},
+        )
+
+    @property
+    def output_urls(self) -> list[str]:
+        return _urls(self.output)
+
+    @property
+    def terminal(self) -> bool:
+        """succeeded, failed, canceled or aborted: the prediction will not change again."""
+        return self.status in PREDICTION_TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == PredictionStatus.SUCCEEDED
+
+    @property
+    def settled(self) -> bool:
+        """Terminal, or still ``starting``/``processing`` with its output files already
+        present (file-output models in sync mode): nothing more to wait for."""
+        return self.terminal or (self.status in PREDICTION_RUNNING and bool(self.output_urls))
+
+    def settle(self, *, cancelled_here: bool = False) -> bool:
+        """True when there is nothing more to wait for (``settled``). A prediction that
+        ended without an image raises: ``failed`` -> PredictionFailed (the model's error);
+        ``canceled`` -> JobCancelled when ``cancelled_here`` (the caller cancelled it),
+        else PredictionFailed; ``aborted`` -> RetryableError (its Cancel-After passed
+        before it started)."""
+        details: dict[str, object] = {"prediction_id": self.id, "status": self.status}
+        details["error"] = self.error
+        if self.status == PredictionStatus.FAILED:
+            raise PredictionFailed(
+                f"the model failed: {self.error or 'no error message'}", details=details
+            )
+        if self.status == PredictionStatus.CANCELED:
+            if cancelled_here:
+                raise JobCancelled(f"prediction {self.id} was cancelled")
+            raise PredictionFailed(f"prediction {self.id} was canceled", details=details)
+        if self.status == PredictionStatus.ABORTED:
+            raise RetryableError(
+                f"prediction {self.id} was aborted: its deadline passed before it started",
+                details=details,
+            )
+        return self.settled
+
+    @property
+    def predict_time(self) -> float | None:
+        """Seconds the model ran: ``metrics.predict_time``, else ``metrics.total_time``."""
+        metrics = self.raw.get("metrics")
+        if isinstance(metrics, Mapping):
+            for key in ("predict_time", "total_time"):
+                value = metrics.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    return float(value)
+        return None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Checked image bytes from the fetch port."""
+
+    data: bytes = field(repr=False)
+    content_type: str  # canonical for the sniffed format, not what the server said
+    format: str  # png | jpeg | webp | gif | svg
+    width: int | None = None  # from the image header, when it has one
+    height: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def data_uri(self) -> str:
+        """A ``data:`` URI for the bytes (the img2img source sent to the model)."""
+        return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+# -- ports ------
 class Queue(Protocol):
     def claim(
         self,
@@ -42,16 +163,20 @@ class Queue(Protocol):
         exclude_suspects: bool = False,
     ) -> list[Job]: ...
 
-    def complete(self, job_id: str, worker_id: str, result: Mapping[str, Any] | None) -> Row: ...
+    def complete(self, job_id: str, worker_id: str, result: Mapping[str, object] | None) -> Row:
+        """Fenced: ``LeaseLost`` unless the job is still processing under ``worker_id``."""
+        ...
 
     def fail(
         self,
         job_id: str,
         worker_id: str,
         error: str,
-        details: Mapping[str, Any] | None,
+        details: Mapping[str, object] | None,
         retryable: bool,
-    ) -> Row: ...
+    ) -> Row:
+        """Fenced like ``complete``; the row tells whether it went back to pending."""
+        ...
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> Row | None: ...
 
@@ -60,7 +185,7 @@ class Queue(Protocol):
     def enqueue(
         self,
         job_type: str,
-        payload: Mapping[str, Any],
+        payload: Mapping[str, object],
         *,
         priority: int = 0,
         max_attempts: int = 3,
@@ -80,14 +205,23 @@ class Generations(Protocol):
     def get(self, generation_id: str) -> Row | None: ...
 
     def update(
-        self, generation_id: str, fields: Mapping[str, Any], *, unless_status: Sequence[str] = ()
-    ) -> Row | None: ...
+        self,
+        generation_id: str,
+        fields: Mapping[str, object],
+        *,
+        unless_status: Collection[str] = (),
+    ) -> Row | None:
+        """The row after the update, or None when it does not exist or its status is one
+        of ``unless_status``."""
+        ...
 
     def find_by_prediction(self, prediction_id: str) -> Row | None: ...
 
     def find_image(self, generation_id: str) -> Row | None: ...
 
-    def insert_image(self, row: Mapping[str, Any]) -> Row: ...
+    def insert_image(self, row: Mapping[str, object]) -> Row:
+        """Idempotent: a generation's existing image is returned instead of a second."""
+        ...
 
     def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
         """generation id -> status, for the ids that exist."""
@@ -104,50 +238,34 @@ class ImageStore(Protocol):
     def list_paths(self, limit: int) -> list[str]: ...
 
 
-class Prediction(Protocol):
-    id: str
-    status: str
-    error: Any
-    raw: Mapping[str, Any]
-
-    @property
-    def output_urls(self) -> list[str]: ...
-
-    @property
-    def terminal(self) -> bool: ...
-
-
 class ImageModel(Protocol):
     def create_prediction(
         self,
         model_id: str,
         version: str | None,
-        input: Mapping[str, Any],
+        input: Mapping[str, object],
         *,
         webhook: str | None = None,
         webhook_events_filter: Sequence[str] | None = None,
-        cancel_after: int | None = None,
+        cancel_after: float | None = None,
         wait: bool = True,
-    ) -> Any: ...
+    ) -> Prediction: ...
 
-    def get_prediction(self, prediction_id: str) -> Any: ...
+    def get_prediction(self, prediction_id: str) -> Prediction: ...
 
-    def cancel_prediction(self, prediction_id: str) -> Any: ...
+    def cancel_prediction(self, prediction_id: str) -> Prediction: ...
 
     def wait_for(
         self,
-        prediction: Any,
+        prediction: Prediction,
         deadline: float,
         poll_interval: float = ...,
         should_stop: Callable[[], bool] = ...,
-    ) -> Any: ...
-
-
-class Fetched(Protocol):
-    data: bytes
-    content_type: str
-    format: str
+    ) -> Prediction:
+        """Poll until settled; ``DeadlineExceeded`` past ``deadline`` (monotonic),
+        ``JobCancelled`` when ``should_stop()``; a failed prediction raises."""
+        ...
 
 
 class Fetcher(Protocol):
-    def fetch(self, url: str, *, expect: set[str] | None = None) -> Any: ...
+    def fetch(self, url: str, *, expect: set[str] | None = None) -> Fetched: ...

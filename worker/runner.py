@@ -19,21 +19,33 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.errors import InsufficientCredit, JobCancelled, JobError, LeaseLost, WorkerError
+from worker.context import JobContext
+from worker.errors import (
+    InsufficientCredit,
+    InvalidInput,
+    JobCancelled,
+    JobError,
+    LeaseLost,
+    WorkerError,
+)
 from worker.handlers import HANDLERS
-from worker.handlers.base import TERMINAL_GENERATION, JobContext, Services
 from worker.jobs import DOWNLOAD_IMAGE, GENERATE_IMAGE
 from worker.metrics import Metrics
 from worker.retry import decide
+from worker.services import Services
+from worker.statuses import GENERATION_TERMINAL, GenerationStatus, JobOutcome, JobStatus
 
 log = logging.getLogger("worker.runner")
 
 GENERATION_JOBS = (GENERATE_IMAGE, DOWNLOAD_IMAGE)
+QUIET = frozenset(  # logged at INFO; the others at WARNING
+    {JobOutcome.COMPLETED, JobOutcome.RELEASED, JobOutcome.PAUSED, JobOutcome.CANCELLED}
+)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # completed | retry | failed | cancelled | lease_lost | released | paused
+    status: JobOutcome
     message: str = ""
     duration: float = 0.0
 
@@ -62,7 +74,7 @@ class Runner:
                 job.id,
                 extra={"action": "job.crashed", "worker_id": self.worker_id, **job.log_fields()},
             )
-            outcome = Outcome("failed", "internal error while finishing the job")
+            outcome = Outcome(JobOutcome.FAILED, "internal error while finishing the job")
         duration = time.monotonic() - ctx.started
         self.metrics.inc("picture_worker_jobs_total", job_type=job.job_type, outcome=outcome.status)
         self.metrics.observe(
@@ -71,11 +83,7 @@ class Runner:
             job_type=job.job_type,
             outcome=outcome.status,
         )
-        level = (
-            logging.INFO
-            if outcome.status in ("completed", "released", "paused", "cancelled")
-            else logging.WARNING
-        )
+        level = logging.INFO if outcome.status in QUIET else logging.WARNING
         ctx.log(
             f"job.{outcome.status}",
             "%s %s after %.3fs%s",
@@ -93,31 +101,32 @@ class Runner:
         handler = self.handlers.get(job.job_type)
         try:
             if handler is None:
-                from worker.errors import InvalidInput
-
                 raise InvalidInput(f"no handler for job type {job.job_type!r}")
             result = handler(ctx)
         except JobCancelled as exc:
             if ctx.cancel_requested:
-                return Outcome("cancelled", exc.message)  # cancel_generation already wrote the rows
-            return Outcome("released", "stopped for shutdown")  # the daemon releases the job
+                # cancel_generation already wrote the rows
+                return Outcome(JobOutcome.CANCELLED, exc.message)
+            # the daemon releases the job
+            return Outcome(JobOutcome.RELEASED, "stopped for shutdown")
         except LeaseLost as exc:
-            return Outcome("lease_lost", exc.message)
+            return Outcome(JobOutcome.LEASE_LOST, exc.message)
         except InsufficientCredit as exc:
             # Out of credit is not the job's fault: give the attempt back and pause claims.
             pause = self.services.settings.credit_pause_seconds
             self.services.credit.pause(pause)
             self.services.queue.release(job.id, self.worker_id)
             return Outcome(
-                "paused", f"{exc.message}; generate-image claims paused for {pause:.0f}s"
+                JobOutcome.PAUSED,
+                f"{exc.message}; generate-image claims paused for {pause:.0f}s",
             )
         except Exception as exc:
             return self._persist_failure(ctx, exc)
         try:
             self.services.queue.complete(job.id, self.worker_id, dict(result))
         except LeaseLost as exc:
-            return Outcome("lease_lost", exc.message)
-        return Outcome("completed")
+            return Outcome(JobOutcome.LEASE_LOST, exc.message)
+        return Outcome(JobOutcome.COMPLETED)
 
     def _persist_failure(self, ctx: JobContext, exc: Exception) -> Outcome:
         job = ctx.job
@@ -141,28 +150,26 @@ class Runner:
                 job.id, self.worker_id, decision.message, details, decision.retryable
             )
         except LeaseLost as lost:
-            return Outcome("lease_lost", lost.message)
-        final = row.get("status") != "pending"
+            return Outcome(JobOutcome.LEASE_LOST, lost.message)
+        final = row.get("status") != JobStatus.PENDING
         self._mirror_on_generation(ctx, decision.message, final)
-        return Outcome("failed" if final else "retry", decision.message)
+        return Outcome(JobOutcome.FAILED if final else JobOutcome.RETRY, decision.message)
 
     def _mirror_on_generation(self, ctx: JobContext, message: str, final: bool) -> None:
         gid = ctx.job.generation_id
         if ctx.job.job_type not in GENERATION_JOBS or not gid:
             return
-        fields: dict[str, Any] = {
-            "status": "failed" if final else "queued",
-            "error_message": message,
-        }
+        status = GenerationStatus.FAILED if final else GenerationStatus.QUEUED
+        fields: dict[str, object] = {"status": status, "error_message": message}
         if final:
             fields["completed_at"] = datetime.now(UTC).isoformat()
         try:
-            self.services.generations.update(gid, fields, unless_status=TERMINAL_GENERATION)
+            self.services.generations.update(gid, fields, unless_status=GENERATION_TERMINAL)
         except WorkerError as exc:
             ctx.log(
                 "generation.update_failed",
                 "could not mark generation %s: %s",
-                "failed" if final else "queued",
+                status,
                 exc.message,
                 level=logging.WARNING,
             )

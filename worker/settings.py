@@ -11,35 +11,78 @@ import os
 import socket
 import uuid
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import ConfigError
+from worker.jobs import CLEANUP_STORAGE, DOWNLOAD_IMAGE, GENERATE_IMAGE, PROCESS_WEBHOOK
+from worker.sniff import SizeLimits
 
-JOB_TYPES = ("generate-image", "download-image", "process-webhook", "cleanup-storage")
+JOB_TYPES = (GENERATE_IMAGE, DOWNLOAD_IMAGE, PROCESS_WEBHOOK, CLEANUP_STORAGE)
+# img2img sources: Supabase Storage and Replicate's CDN (the functions add the project host)
+DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
 
-CsvList = Annotated[tuple[str, ...], NoDecode]
 
-
-def _split_csv(value: Any) -> Any:
+# -- validators shared by every settings class (the daemon's, the operator commands', and
+# -- the functions app's in functions_compat.config) ------
+def split_csv(value: object) -> object:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; other values pass through."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
 
 
-def _http_url(value: str) -> str:
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+def http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
     return value.rstrip("/")
 
 
-def _not_blank(value: SecretStr) -> SecretStr:
+def not_blank(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().strip():
         raise ValueError("must not be empty")
     return value
+
+
+def blank_is_unset(value: object) -> object:
+    """An empty or blank variable counts as not set."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def webhook_signing_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        from worker.webhooks import WebhookSignatureError, sign
+
+        try:
+            sign(value.get_secret_value(), "check", 0, b"")
+        except WebhookSignatureError:
+            raise ValueError("must be the whsec_<base64> signing secret of Replicate") from None
+    return value
+
+
+CsvList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_csv)]
+OptionalCsvList = Annotated[tuple[str, ...] | None, NoDecode, BeforeValidator(split_csv)]
+HttpUrl = Annotated[str, AfterValidator(http_url)]
+Secret = Annotated[SecretStr, AfterValidator(not_blank)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(blank_is_unset)]
+OptionalText = Annotated[str | None, BeforeValidator(blank_is_unset)]
+WebhookSecret = Annotated[
+    SecretStr | None, BeforeValidator(blank_is_unset), AfterValidator(webhook_signing_secret)
+]
+SERVICE_KEY_ENV = AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
 
 
 def default_worker_id() -> str:
@@ -53,20 +96,8 @@ class SupabaseSettings(BaseSettings):
         env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
     )
 
-    supabase_url: str = Field(validation_alias="SUPABASE_URL")
-    supabase_service_role_key: SecretStr = Field(
-        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
-    )
-
-    @field_validator("supabase_url")
-    @classmethod
-    def _supabase_url(cls, value: str) -> str:
-        return _http_url(value)
-
-    @field_validator("supabase_service_role_key")
-    @classmethod
-    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
-        return _not_blank(value)
+    supabase_url: HttpUrl = Field(validation_alias="SUPABASE_URL")
+    supabase_service_role_key: Secret = Field(validation_alias=SERVICE_KEY_ENV)
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:
@@ -119,10 +150,10 @@ class Settings(SupabaseSettings):
     storage_bucket: str = Field("generated-images", validation_alias="WORKER_STORAGE_BUCKET")
 
     # -- Replicate ------
-    replicate_api_token: SecretStr = Field(
+    replicate_api_token: Secret = Field(
         validation_alias=AliasChoices("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
     )
-    replicate_api_base_url: str = Field(
+    replicate_api_base_url: HttpUrl = Field(
         "https://api.replicate.com/v1", validation_alias="REPLICATE_API_BASE_URL"
     )
     replicate_sync_wait: int = Field(1, ge=1, le=60, validation_alias="WORKER_REPLICATE_WAIT")
@@ -149,17 +180,27 @@ class Settings(SupabaseSettings):
         validation_alias="WORKER_ALLOWED_DOWNLOAD_HOSTS",
     )
     allowed_source_hosts: CsvList = Field(
-        ("*.supabase.co", "replicate.delivery", "*.replicate.delivery"),
-        validation_alias="WORKER_ALLOWED_SOURCE_HOSTS",
+        DEFAULT_SOURCE_HOSTS, validation_alias="WORKER_ALLOWED_SOURCE_HOSTS"
     )
     dev_http_hosts: CsvList = Field((), validation_alias="WORKER_DEV_HTTP_HOSTS")
     max_image_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, validation_alias="WORKER_MAX_IMAGE_BYTES"
     )
+    # Caps on what an image header declares (outputs and img2img sources), checked before
+    # anything is stored: a few bytes of PNG can declare 100000 x 100000 pixels.
+    max_image_side: int = Field(
+        SizeLimits.max_side, ge=64, le=1_000_000, validation_alias="WORKER_MAX_IMAGE_SIDE"
+    )
+    max_image_pixels: int = Field(
+        SizeLimits.max_pixels,
+        ge=64 * 64,
+        le=10**12,
+        validation_alias="WORKER_MAX_IMAGE_PIXELS",
+    )
 
     # -- webhook mode ------
-    webhook_url: str | None = Field(None, validation_alias="WORKER_WEBHOOK_URL")
-    webhook_secret: SecretStr | None = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
+    webhook_url: OptionalText = Field(None, validation_alias="WORKER_WEBHOOK_URL")
+    webhook_secret: WebhookSecret = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
     # Safety net: a generation still `processing` this long after its last change, with no
     # delivery, gets its prediction fetched (and re-checked this often while it runs).
     webhook_check_after: int = Field(
@@ -175,46 +216,13 @@ class Settings(SupabaseSettings):
     health_port: int = Field(8080, ge=0, le=65535, validation_alias="WORKER_HEALTH_PORT")
 
     # -- validators ------
-    @field_validator(
-        "job_types",
-        "allowed_download_hosts",
-        "allowed_source_hosts",
-        "dev_http_hosts",
-        mode="before",
-    )
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
-
-    @field_validator("replicate_api_base_url")
-    @classmethod
-    def _replicate_url(cls, value: str) -> str:
-        return _http_url(value)
-
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        assert value is not None
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError("must be the public https URL of the replicate-webhook function")
-        return value
-
-    @field_validator("webhook_secret", mode="before")
-    @classmethod
-    def _webhook_secret(cls, value: Any) -> Any:
-        if isinstance(value, str | SecretStr):
-            text = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if not text.strip():
-                return None
-            from worker.webhooks import WebhookSignatureError, sign
-
-            try:
-                sign(text, "check", 0, b"")
-            except WebhookSignatureError:
-                raise ValueError("must be the whsec_<base64> signing secret of Replicate") from None
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError("must be the public https URL of the replicate-webhook function")
         return value
 
     @field_validator("job_types")
@@ -229,11 +237,6 @@ class Settings(SupabaseSettings):
             raise ValueError("at least one job type")
         return value
 
-    @field_validator("replicate_api_token")
-    @classmethod
-    def _token_not_blank(cls, value: SecretStr) -> SecretStr:
-        return _not_blank(value)
-
     # -- loading ------
     def check(self) -> None:
         settings = self
@@ -243,6 +246,10 @@ class Settings(SupabaseSettings):
             raise ConfigError(
                 "WORKER_HEARTBEAT_INTERVAL: must be shorter than WORKER_LEASE_SECONDS"
             )
+
+    @property
+    def image_limits(self) -> SizeLimits:
+        return SizeLimits(max_side=self.max_image_side, max_pixels=self.max_image_pixels)
 
     def secrets(self) -> list[str]:
         """Secret values, for the log redaction filter."""

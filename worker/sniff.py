@@ -1,17 +1,23 @@
 """Recognise image bytes by their content (magic numbers), never by what a server claims.
 
 ``sniff`` names the format (png, jpeg, webp, gif, svg), ``image_size`` reads the pixel size
-from the header where the format has one, and ``svg_problem`` refuses SVG documents with
-active content (scripts, event handlers, entity declarations), since stored SVGs are served
-from the public bucket's origin.
+from the header (PNG IHDR, JPEG SOF, WebP VP8/VP8L/VP8X, GIF screen; for SVG the intrinsic
+size from width/height/viewBox), ``svg_problem`` refuses SVG documents that are not plain
+vector art (worker.svg: a real XML parser; stored SVGs are served from the public bucket's
+origin), and ``size_problem`` refuses declared dimensions past the caps (a few bytes of
+PNG can declare 100000 x 100000 pixels, which any later decoder would try to allocate).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
+
+from worker import svg
 
 FORMATS = ("png", "jpeg", "webp", "gif", "svg")
 CONTENT_TYPES: Mapping[str, str] = MappingProxyType(
@@ -45,13 +51,10 @@ GENERIC_MEDIA_TYPES = frozenset({"", "application/octet-stream", "binary/octet-s
 _BOM = b"\xef\xbb\xbf"
 _SVG_ROOT = re.compile(
     rb"\A\s*(?:<\?xml[^>]*\?>\s*)?"  # XML declaration
-    rb"(?:(?:<!--.*?-->|<!DOCTYPE\s+svg\b[^>\[]*>|<\?[^>]*\?>)\s*)*"  # comments, plain doctype
+    # comments, processing instructions, a doctype (which svg_problem then refuses clearly)
+    rb"(?:(?:<!--.*?-->|<!DOCTYPE\s+svg\b[^>\[]*(?:\[[^\]]*\]\s*)?>|<\?[^>]*\?>)\s*)*"
     rb"<svg[\s>/]",
     re.DOTALL,
-)
-_SVG_ACTIVE = re.compile(
-    rb"<\s*script|<\s*foreignobject|<!entity|javascript\s*:|<[^>]*?[\s\"'/]on[a-z]+\s*=",
-    re.IGNORECASE,
 )
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -79,19 +82,69 @@ def sniff(data: bytes) -> str | None:
 
 def svg_problem(data: bytes) -> str | None:
     """Why an SVG document must not be stored, or None when it is plain vector art."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return "the SVG is not valid UTF-8"
-    found = _SVG_ACTIVE.search(data)
-    if found:
-        snippet = found.group(0)[-40:].decode(errors="replace").strip()
-        return f"the SVG has active content ({snippet})"
+    return svg.inspect(data).problem
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """Caps on what an image header may declare (WORKER_MAX_IMAGE_SIDE / _PIXELS)."""
+
+    max_side: int = 8192
+    max_pixels: int = 40_000_000
+
+
+def size_problem(fmt: str, size: tuple[float, float] | None, limits: SizeLimits) -> str | None:
+    """Why declared dimensions must be refused, or None.
+
+    A raster image whose header declares no size is refused (it cannot be checked); an SVG
+    without an absolute size is vector art the renderer sizes, and passes.
+    """
+    if size is None:
+        return None if fmt == "svg" else f"the {fmt} header declares no readable size"
+    width, height = size
+    shown = f"{_dimension(width)} x {_dimension(height)}"
+    if not (width >= 1 and height >= 1):
+        return f"the {fmt} image declares an empty size ({shown})"
+    if max(width, height) > limits.max_side:
+        return (
+            f"the {fmt} image declares {shown} pixels: a side is over the "
+            f"{limits.max_side}-pixel limit (WORKER_MAX_IMAGE_SIDE)"
+        )
+    if width * height > limits.max_pixels:
+        return (
+            f"the {fmt} image declares {shown} pixels, more than the "
+            f"{limits.max_pixels}-pixel limit (WORKER_MAX_IMAGE_PIXELS)"
+        )
     return None
 
 
+def _dimension(value: float) -> str:
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def inspect_image(
+    data: bytes, fmt: str, limits: SizeLimits
+) -> tuple[str | None, tuple[int, int] | None]:
+    """(why ``data`` must not be stored or None, its pixel size when the header has one):
+    SVG content rules and the dimension caps, from headers only (nothing is decoded)."""
+    declared: tuple[float, float] | None
+    if fmt == "svg":
+        report = svg.inspect(data)
+        if report.problem is not None:
+            return report.problem, None
+        declared = report.size
+    else:
+        declared = image_size(data, fmt)
+    problem = size_problem(fmt, declared, limits)
+    if problem is not None or declared is None:
+        return problem, None
+    return None, (math.ceil(declared[0]), math.ceil(declared[1]))
+
+
 def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
-    """Width and height from the image header (None for SVG or a truncated header)."""
+    """Width and height from a raster image header (None for SVG or an unreadable header)."""
     try:
         if fmt == "png" and data[12:16] == b"IHDR":
             w, h = struct.unpack(">II", data[16:24])

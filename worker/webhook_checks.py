@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from worker.errors import WorkerError
-from worker.handlers.base import Services
+from worker.services import Services
 from worker.settings import Settings
 
 log = logging.getLogger("worker.webhook_checks")

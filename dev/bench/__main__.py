@@ -3,8 +3,9 @@
 Brings up one local stack (PostgreSQL 15 with fsync on, the Supabase-compatible server,
 the fake Replicate) in a temporary folder, runs the benchmarks on it one after another,
 prints every table, and writes ``<out>/<name>.json`` per benchmark plus ``<out>/report.md``
-(the tables of every ``<name>.json`` in ``<out>`` as Markdown), ``<out>/summary.json`` and the workers' logs in ``<out>/logs``. Everything it starts is stopped at
-the end, also on Ctrl-C.
+(the tables of every ``<name>.json`` in ``<out>`` as Markdown, with its charts),
+``<out>/<name>-<chart>.png`` (``bench.charts``), ``<out>/summary.json`` and the workers'
+logs in ``<out>/logs``. Everything it starts is stopped at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench import e2e, pickup, queue_cost, resources, throughput
+from bench import calls, charts, pickup, queue_cost, resources, throughput, time_to_image
 from bench.common import ROOT, Result, Sizes, Table, machine_info, machine_line, write_json
 from bench.harness import BenchEnv
 
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m for m in (pickup, e2e, throughput, queue_cost, resources)
+    m.NAME: m for m in (pickup, time_to_image, calls, throughput, queue_cost, resources)
 }
 
 
@@ -56,15 +57,16 @@ def run_all(names: list[str], sizes: Sizes, out: Path,
             began = time.monotonic()
             try:
                 result: Result = module.run(env, sizes)
+                result.seconds = time.monotonic() - began
+                path = write_json(out, result, machine, conditions)
+                pngs = charts.render(out, [name])
             except Exception:  # report and go on: one broken benchmark must not hide the rest
                 failures[name] = traceback.format_exc()
                 echo(failures[name])
                 continue
-            result.seconds = time.monotonic() - began
             results[name] = result
-            path = write_json(out, result, machine, conditions)
             echo(result.text())
-            echo(f"({result.seconds:.0f} s; {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})\n")
+            echo(f"({result.seconds:.0f} s; {', '.join(_shown(p) for p in [path, *pngs])})\n")
     finally:
         env.close()
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,10 @@ def run_all(names: list[str], sizes: Sizes, out: Path,
     if failures:
         raise RuntimeError(f"benchmarks failed: {', '.join(sorted(failures))}")
     return results
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def render_report(out: Path) -> str:
@@ -95,6 +101,8 @@ def render_report(out: Path) -> str:
         for table in doc.get("tables", []):
             t = Table(table["title"], table["columns"], table["rows"], table["notes"])
             lines += [t.markdown(), ""]
+        lines += [f"![{png.stem}]({png.name})" for png in sorted(out.glob(f"{name}-*.png"))]
+        lines += [""]
     return "\n".join(lines)
 
 

@@ -150,6 +150,9 @@ class Result:
         return "\n\n".join(t.markdown() for t in self.tables)
 
 
+LATENCIES = (1.3, 3.7, 9.1)  # issue 15: a fast, a middling and a slow model
+
+
 @dataclass(frozen=True)
 class Sizes:
     """How big each benchmark runs: the full suite, ``--quick``, or the smoke test's tiny."""
@@ -157,9 +160,15 @@ class Sizes:
     label: str
     pickup_generations: int  # per scheduling model
     pickup_spacing: float  # seconds between two arrivals (fixed)
-    e2e_generations: int  # per scheduling model
-    e2e_spacing: float
+    ttl_generations: int  # time to image: generations per mode and provider latency
+    ttl_latencies: tuple[float, ...]  # provider latencies L (s), jittered
+    ttl_concurrency: int  # worker threads in the time-to-image runs (no backlog at any L)
+    calls_generations: int  # calls per generation: generations per worker setup
+    calls_idle_seconds: float  # the idle window measured first (idle polling rate)
+    calls_idle_workers: int  # the "many idle workers" setup
     throughput_seconds: float  # ideal busy time per worker count
+    throughput_workers: tuple[int, ...]
+    throughput_repeats: int  # runs per worker count (the tables show the median)
     queue_jobs: int  # jobs per configuration of the queue-cost runs (pgbench and pgqueuer)
     rest_jobs: int  # jobs per configuration through the REST RPC path
     history_rows: int  # completed jobs in the table for the queue-cost "history" rows
@@ -167,15 +176,18 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls("full", 100, 1.1, 40, 1.3, 20.0, 10000, 1500, 100000, 10000)
+        return cls("full", 100, 1.1, 200, LATENCIES, 16, 40, 60.0, 8, 20.0, (1, 2, 4), 3,
+                   10000, 1500, 100000, 10000)
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls("quick", 25, 1.1, 12, 1.3, 6.0, 2000, 300, 20000, 1000)
+        return cls("quick", 25, 1.1, 30, LATENCIES, 16, 20, 20.0, 8, 6.0, (1, 2, 4), 3,
+                   2000, 300, 20000, 1000)
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls("tiny", 5, 1.1, 3, 1.3, 3.0, 200, 40, 1000, 40)
+        return cls("tiny", 5, 1.1, 3, (0.4,), 4, 3, 2.0, 2, 2.0, (1, 2), 1,
+                   200, 40, 1000, 40)
 
 
 # -- the machine ------

@@ -1,14 +1,11 @@
-"""Load and clocks: spaced arrivals, the seed's cron tick, read-back of server timestamps,
-and /proc sampling of a worker process."""
+"""Load and clocks: spaced arrivals, the seed's cron tick, read-back of server timestamps."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -98,14 +95,19 @@ JOBS_SQL = """
 select j.job_type, j.status, j.attempt_number,
        extract(epoch from j.started_at - j.created_at)::float8 as pickup,
        extract(epoch from j.completed_at - j.started_at)::float8 as run,
+       extract(epoch from j.created_at)::float8 as created,
+       extract(epoch from j.started_at)::float8 as started,
+       extract(epoch from j.completed_at)::float8 as completed,
        j.payload ->> 'generation_id' as generation_id, j.locked_by
 from public.job_queue j
 where j.payload ->> 'generation_id' = any(%s)
 """
 
 GENERATIONS_SQL = """
-select g.id::text, g.status,
+select g.id::text, g.status, g.prompt, g.replicate_prediction_id,
        extract(epoch from g.completed_at - g.created_at)::float8 as total,
+       extract(epoch from g.created_at)::float8 as created,
+       extract(epoch from g.completed_at)::float8 as completed,
        (select count(*) from public.images i where i.generation_id = g.id) as images
 from public.image_generations g
 where g.id = any(%s::uuid[])
@@ -154,8 +156,11 @@ def wait_settled(env: BenchEnv, gids: list[str], timeout: float, stall: float = 
     return left
 
 
-def integrity(env: BenchEnv, gids: list[str]) -> dict[str, Any]:
-    """Every generation completed once: 2 jobs, each completed at attempt 1, one image."""
+def integrity(env: BenchEnv, gids: list[str],
+              job_types: tuple[str, ...] = ("download-image", "generate-image")
+              ) -> dict[str, Any]:
+    """Every generation completed once: one job of each of ``job_types`` (webhook mode adds
+    process-webhook), each completed at attempt 1, and one image."""
     jobs = job_rows(env, gids)
     gens = generation_rows(env, gids)
     per_gen: dict[str, list[dict[str, Any]]] = {}
@@ -163,7 +168,7 @@ def integrity(env: BenchEnv, gids: list[str]) -> dict[str, Any]:
         per_gen.setdefault(job["generation_id"], []).append(job)
     bad_jobs = [j for j in jobs if j["status"] != "completed" or j["attempt_number"] != 1]
     wrong_count = [g for g in gids if sorted(j["job_type"] for j in per_gen.get(g, []))
-                   != ["download-image", "generate-image"]]
+                   != sorted(job_types)]
     return {
         "generations": len(gids),
         "completed": sum(1 for g in gens if g["status"] == "completed"),
@@ -175,21 +180,3 @@ def integrity(env: BenchEnv, gids: list[str]) -> dict[str, Any]:
         "ok": not bad_jobs and not wrong_count and len(gens) == len(gids)
         and all(g["images"] == 1 and g["status"] == "completed" for g in gens),
     }
-
-
-# -- /proc sampling ------
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all its threads), in seconds."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14, 15 of stat

@@ -11,6 +11,7 @@ side-by-side comparisons share the machine and the database. The real daemon run
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -27,12 +28,15 @@ import httpx
 import psycopg
 from supabase import ClientOptions, create_client
 
+from bench.cpu import CpuMeter, postmaster_pid
 from devstack.pg import free_port
 from devstack.stack import Stack, StackState
 from tests.support import Fake, Picture, WorkerProcess, worker_env
 from worker.settings import Settings
 
 FLUX = "black-forest-labs/flux-schnell"
+JITTER = 0.2  # every benchmark's provider latency: uniform +-20 % around L
+SEED = 15  # ... drawn in the same sequence in every run (the fake's random_seed)
 DEFAULT_POLL_INTERVAL = float(Settings.model_fields["poll_interval"].default)
 DEFAULT_CONCURRENCY = int(Settings.model_fields["concurrency"].default)
 
@@ -45,7 +49,8 @@ class AppUser:
 
 class FunctionsServer:
     """``picture-worker functions`` on a free loopback port, configured for the local stack
-    (plain-http downloads from the fake allowed, no per-user in-flight limit)."""
+    (plain-http downloads from the fake allowed). The per-user in-flight limit is the
+    database's; ``BenchEnv`` lifts it."""
 
     def __init__(self, state: StackState, log_path: Path) -> None:
         self.state = state
@@ -55,8 +60,7 @@ class FunctionsServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> FunctionsServer:
-        env = worker_env(self.state, WORKER_LOG_FORMAT="text", WORKER_LOG_LEVEL="WARNING",
-                         FUNCTIONS_MAX_IN_FLIGHT="0")
+        env = worker_env(self.state, WORKER_LOG_FORMAT="text", WORKER_LOG_LEVEL="WARNING")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "worker", "functions", "--host", "127.0.0.1",
@@ -99,10 +103,13 @@ class BenchEnv:
         self.fast = fast
         self.state: StackState = self.stack.up()
         self.fake = Fake(self.state)
+        self.jitter = JITTER
         self._admin: psycopg.Connection[Any] | None = None
         self._functions: FunctionsServer | None = None
         self._users: list[AppUser] = []
         self._lock = threading.Lock()
+        # Bursts of hundreds of generations per user: no per-user in-flight limit.
+        self.admin.execute("update public.picture_settings set max_in_flight_per_user = 0")
 
     # -- connections ------
     def dsn(self, user: str = "supabase_admin", dbname: str = "postgres") -> str:
@@ -119,11 +126,27 @@ class BenchEnv:
         row = self.admin.execute("select version()").fetchone()
         return str(row[0]) if row else "?"
 
+    def configure_fake(self, latency: float, **extra: Any) -> None:
+        """Forget the fake's predictions and counters; latency L +- ``self.jitter`` x L,
+        the same sequence of latencies in every run (seeded), no queueing at the fake."""
+        httpx.post(f"{self.state.replicate_url}/_fake/reset", json={"predictions": True},
+                   timeout=30).raise_for_status()
+        self.fake.configure(latency_seconds=latency, latency_jitter=self.jitter * latency,
+                            random_seed=SEED, queue_seconds=0.0, **extra)
+
+    def fake_predictions(self) -> list[dict[str, Any]]:
+        """The fake's record of every prediction (timestamps, GETs, cancels, webhooks)."""
+        response = httpx.get(f"{self.state.replicate_url}/_fake/predictions", timeout=30)
+        response.raise_for_status()
+        return list(response.json()["predictions"])
+
     def clear(self) -> None:
         """Empty the queue and the app's tables between runs (users stay)."""
+        # Generations before jobs: deleting an unfinished generation cancels its jobs (and
+        # may enqueue the cancel of its prediction), which the job delete then sweeps away.
         self.admin.execute(
-            "delete from public.images; delete from public.job_queue;"
-            " delete from public.image_generations; delete from public.job_workers;"
+            "delete from public.images; delete from public.image_generations;"
+            " delete from public.job_queue; delete from public.job_workers;"
             " delete from storage.objects where bucket_id = 'generated-images'"
         )
         self.admin.execute("vacuum analyze public.job_queue")
@@ -152,11 +175,31 @@ class BenchEnv:
         return self._users[:count]
 
     def worker(self, **env: Any) -> WorkerProcess:
+        """The daemon with production defaults (the tests' helper polls every 2 s)."""
+        env.setdefault("WORKER_POLL_INTERVAL", f"{DEFAULT_POLL_INTERVAL:g}")
         return WorkerProcess(self.state, self.log_dir, **env)
 
     def server_pid(self) -> int:
         """The stack server's process (REST, Realtime, Storage, Auth and the fake Replicate)."""
         return int(self.stack.pid_file.read_text().strip())
+
+    def postgres_pid(self) -> int | None:
+        """The postmaster; its descendants are the backends, the WAL sender, ..."""
+        return postmaster_pid(self.stack.cluster.datadir)
+
+    def functions_pid(self) -> int | None:
+        """``picture-worker functions``, when a benchmark started it."""
+        proc = self._functions.proc if self._functions is not None else None
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def cpu_meter(self, workers: dict[str, int]) -> CpuMeter:
+        """CPU of each worker, the stack server, Postgres, the functions server (when
+        running) and this benchmark's own process, plus the rest of the machine."""
+        trees: dict[str, int | None] = dict(workers)
+        trees.update({"stack server (REST, Realtime, Storage, fake Replicate)": self.server_pid(),
+                      "Postgres (all backends)": self.postgres_pid(),
+                      "functions server": self.functions_pid()})
+        return CpuMeter(trees, alone={"benchmark driver": os.getpid()})
 
     def close(self) -> None:
         if self._functions is not None:

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import Result, Sizes, Table, ratio
-from bench.drive import integrity, proc_cpu_seconds, proc_rss_mib
+from bench.cpu import process_cpu, rss_mib
+from bench.drive import integrity
 from bench.harness import DEFAULT_POLL_INTERVAL, BenchEnv, bulk_generations, running
 
 NAME = "resources"
 TITLE = "Worker resources: RSS and CPU per job"
 SAMPLE_EVERY = 2.0
 RENDER_SIDE = 256
+RSS_GOAL_MIB = 120.0  # issue 15: flat, under 120 MB after 10,000 jobs
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,7 @@ def _at(samples: list[Sample], jobs: int) -> Sample | None:
 def run(env: BenchEnv, sizes: Sizes) -> Result:
     total = sizes.resource_jobs
     env.clear()
-    env.fake.reset()
-    env.fake.configure(latency_seconds=0.0, queue_seconds=0.0, max_render_side=RENDER_SIDE)
+    env.configure_fake(0.0, max_render_side=RENDER_SIDE)
     gids = bulk_generations(env, total // 2, env.users(8))
     samples: list[Sample] = []
     worker = env.worker(WORKER_POLL_INTERVAL=DEFAULT_POLL_INTERVAL)
@@ -72,8 +73,8 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         began = time.monotonic()
         while True:
             done = _completed(env)
-            samples.append(Sample(time.monotonic() - began, done, proc_rss_mib(pid),
-                                  proc_cpu_seconds(pid)))
+            samples.append(Sample(time.monotonic() - began, done, rss_mib(pid),
+                                  process_cpu(pid)))
             if done >= total or time.monotonic() - began > timeout:
                 break
             time.sleep(SAMPLE_EVERY)
@@ -100,6 +101,7 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
     summary_table.add(f"RSS slope after {total // 10:,} jobs, MiB per 1k jobs", _slope(warm))
     summary_table.add("RSS slope over the whole run, MiB per 1k jobs", _slope(samples))
     summary_table.add("RSS growth start -> end, MiB", last.rss_mib - first.rss_mib)
+    summary_table.add(f"RSS after {last.jobs:,} jobs, MiB (goal < {RSS_GOAL_MIB:g})", last.rss_mib)
     summary_table.add("jobs/s (this worker, 3 threads)", ratio(jobs, last.t - first.t))
     summary_table.add("CPU s at ready (start-up)", startup_cpu)
     summary_table.add("every job completed once, one image per generation", bool(check["ok"]))
@@ -113,6 +115,7 @@ def run(env: BenchEnv, sizes: Sizes) -> Result:
         "jobs": total, "render_side": RENDER_SIDE, "cpu_ms_per_job": cpu_ms_per_job,
         "rss_slope_mib_per_1k_after_warmup": _slope(warm),
         "rss_slope_mib_per_1k": _slope(samples), "integrity": check,
+        "rss_end_mib": last.rss_mib, "rss_goal_mib": RSS_GOAL_MIB,
         "samples": [s.__dict__ for s in samples],
     }
     return Result(NAME, TITLE, [table, summary_table], data)

@@ -1,9 +1,10 @@
-"""One scheduling model under spaced arrivals: the daemon (Realtime, or polling only) or the
-seed's pg_cron -> process-jobs loop, time-scaled.
+"""One scheduling model under spaced arrivals: the daemon (Realtime or polling only,
+provider polling or webhooks) or the seed's pg_cron -> process-jobs loop, time-scaled.
 
 Arrivals come at a fixed spacing through start-generation; latencies are read back from
 the rows afterwards, as differences of server timestamps (job_queue.started_at -
-created_at, image_generations.completed_at - created_at).
+created_at, image_generations.completed_at - created_at), and from the fake Replicate's
+record of each prediction (its own created_at / completed_at, the requests made about it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from bench.drive import (
     spaced_arrivals,
     wait_settled,
 )
-from bench.harness import DEFAULT_POLL_INTERVAL, BenchEnv, Submitter, running
+from bench.harness import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_POLL_INTERVAL,
+    BenchEnv,
+    Submitter,
+    running,
+)
 
 SEED_PERIOD = 60.0  # pg_cron: once a minute
 SEED_BATCH = 3  # process-jobs claims up to 3 jobs per call
@@ -31,21 +38,45 @@ SCALE = 60.0  # the seed's clock runs 60x faster here: one tick per second
 
 @dataclass(frozen=True)
 class Mode:
+    """How jobs are scheduled: the seed's cron (``scaled``), or the daemon with Realtime on or
+    off, polling Replicate or told by webhooks, plus any further worker settings."""
+
     key: str
     label: str
     scaled: bool = False
+    realtime: bool = True
+    webhook: bool = False
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def factor(self) -> float:
         """Multiply measured wait times by this to get the unscaled (production) figure."""
         return SCALE if self.scaled else 1.0
 
+    def worker_env(self, env: BenchEnv, concurrency: int) -> dict[str, str]:
+        out = {"WORKER_POLL_INTERVAL": f"{DEFAULT_POLL_INTERVAL:g}",
+               "WORKER_REALTIME": "true" if self.realtime else "false",
+               "WORKER_CONCURRENCY": str(concurrency)}
+        if self.webhook:
+            out["WORKER_WEBHOOK_URL"] = f"{env.state.url}/functions/v1/replicate-webhook"
+            out["REPLICATE_WEBHOOK_SECRET"] = env.state.webhook_secret
+        out.update(dict(self.extra_env))
+        return out
+
+    @property
+    def job_types(self) -> tuple[str, ...]:
+        """The jobs one generation makes."""
+        base = ("download-image", "generate-image")
+        return (*base, "process-webhook") if self.webhook else base
+
+    def fake_config(self, env: BenchEnv) -> dict[str, Any]:
+        return {"webhook_secret": env.state.webhook_secret} if self.webhook else {}
+
 
 REALTIME = Mode("realtime", "daemon, Realtime + poll")
-POLLING = Mode("polling", f"daemon, polling only ({DEFAULT_POLL_INTERVAL:g} s)")
+POLLING = Mode("polling", f"daemon, polling only ({DEFAULT_POLL_INTERVAL:g} s)", realtime=False)
 SEED = Mode("seed", f"seed: process-jobs every {SEED_PERIOD / SCALE:g} s (60 s / {SCALE:g}), "
-            f"{SEED_BATCH}/call")
-MODES = {m.key: m for m in (REALTIME, POLLING, SEED)}
+            f"{SEED_BATCH}/call", scaled=True)
 
 
 @dataclass
@@ -58,6 +89,8 @@ class ModeRun:
     wall_seconds: float
     unsettled: int
     ticks: list[Tick] = field(default_factory=list)
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # the fake's records
+    fake_stats: dict[str, Any] = field(default_factory=dict)  # the fake's request counters
 
     def pickups(self, job_type: str | None = None) -> list[float]:
         """Enqueue -> claim of first attempts (a retried job's started_at is its last claim)."""
@@ -102,15 +135,17 @@ class ModeRun:
 
 
 def run_mode(env: BenchEnv, submitter: Submitter, mode: Mode, *, count: int, spacing: float,
-             latency: float) -> ModeRun:
-    """Arrivals under one scheduling model; the queue is emptied before and after."""
+             latency: float, concurrency: int = DEFAULT_CONCURRENCY,
+             tag: str | None = None) -> ModeRun:
+    """Arrivals under one scheduling model (the fake at ``latency`` +- jitter); the queue
+    is emptied first, the rows stay for the caller to read until the next run."""
     env.clear()
-    env.fake.reset()
-    env.fake.configure(latency_seconds=latency, queue_seconds=0.0)
+    env.configure_fake(latency, **mode.fake_config(env))
     settle_timeout = 120.0 + count * (latency + 2.0)
+    tag = tag or mode.key
     began = time.monotonic()
     ticks: list[Tick] = []
-    if mode.key == "seed":
+    if mode.scaled:
         server = env.functions()
         if server is None:
             raise RuntimeError("the seed model needs functions_compat (process-jobs)")
@@ -119,20 +154,18 @@ def run_mode(env: BenchEnv, submitter: Submitter, mode: Mode, *, count: int, spa
         cron.call(Tick(fired=0.0))  # warm: the first call builds the worker runtime
         cron.start()
         try:
-            gids = spaced_arrivals(submitter, count, spacing, tag=mode.key)
+            gids = spaced_arrivals(submitter, count, spacing, tag=tag)
             unsettled = wait_settled(env, gids, settle_timeout)
         finally:
             cron.stop()
         ticks = cron.ticks
     else:
-        worker = env.worker(WORKER_POLL_INTERVAL=DEFAULT_POLL_INTERVAL,
-                            WORKER_REALTIME="true" if mode.key == "realtime" else "false")
-        with running(worker, subscribed=mode.key == "realtime"):
+        worker = env.worker(**mode.worker_env(env, concurrency))
+        with running(worker, subscribed=mode.realtime):
             time.sleep(1.0)  # past the poll that follows start/subscribe
-            gids = spaced_arrivals(submitter, count, spacing, tag=mode.key)
+            gids = spaced_arrivals(submitter, count, spacing, tag=tag)
             unsettled = wait_settled(env, gids, settle_timeout)
     wall = time.monotonic() - began
-    run = ModeRun(mode, gids, job_rows(env, gids), generation_rows(env, gids),
-                  integrity(env, gids), wall, unsettled, ticks)
-    env.clear()
-    return run
+    return ModeRun(mode, gids, job_rows(env, gids), generation_rows(env, gids),
+                   integrity(env, gids, mode.job_types), wall, unsettled, ticks,
+                   env.fake_predictions(), dict(env.fake.stats()))

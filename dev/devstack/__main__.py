@@ -1,4 +1,5 @@
-"""`python -m devstack serve --root DIR`: run the stack's HTTP servers in the foreground."""
+"""`python -m devstack serve --root DIR [--deno-function NAME=PATH ...]`: run the stack's HTTP
+servers (and the Deno functions, if any) in the foreground."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import uvicorn
 
 from devstack.app import create_app
 from devstack.context import StackContext
+from devstack.edge import EdgeRuntime
 from devstack.fake_replicate.app import create_app as create_fake_replicate
 from devstack.fake_replicate.config import FakeConfig
+from devstack.keys import KeyRing
 from devstack.stack import Stack
 
 
@@ -29,7 +32,32 @@ def _functions_app(state_env: dict[str, str]):  # type: ignore[no-untyped-def]
     return create_functions({**tuning, **state_env})
 
 
-async def serve(root: Path) -> None:
+def _edge_runtime(
+    args: argparse.Namespace, root: Path, state_env: dict[str, str]
+) -> EdgeRuntime | None:
+    functions: dict[str, Path] = {}
+    for item in args.deno_function or []:
+        name, _, path = item.partition("=")
+        functions[name] = Path(path)
+    if not functions:
+        return None
+    hosted_env = {  # what the hosted edge runtime gives every function
+        "SUPABASE_URL": state_env["SUPABASE_URL"],
+        "SUPABASE_ANON_KEY": state_env["SUPABASE_ANON_KEY"],
+        "SUPABASE_SERVICE_ROLE_KEY": state_env["SUPABASE_SERVICE_ROLE_KEY"],
+        "SUPABASE_DB_URL": state_env["DATABASE_URL"],
+    }
+    return EdgeRuntime(
+        functions,
+        deno=EdgeRuntime.find_deno(args.deno),
+        env=hosted_env,
+        log_dir=root,
+        deno_dir=Path(args.deno_dir) if args.deno_dir else root / "deno",
+    )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    root = args.root
     stack = Stack(root)
     st = stack.state()
     ctx = StackContext(
@@ -38,7 +66,10 @@ async def serve(root: Path) -> None:
         public_url=st.url,
         storage_root=stack.storage_dir,
     )
+    ctx.keyring = KeyRing(st.keys, on_change=stack.save_keys)
     ctx.functions_app = _functions_app(st.env())
+    edge = _edge_runtime(args, stack.root, st.env())
+    ctx.extras["edge"] = edge
     api = uvicorn.Server(
         uvicorn.Config(
             create_app(ctx),
@@ -48,6 +79,8 @@ async def serve(root: Path) -> None:
             ws="websockets",
             lifespan="on",
             timeout_graceful_shutdown=2,
+            # Long URLs must reach the gateway, which answers Kong's 414 past url_limit.
+            h11_max_incomplete_event_size=1024 * 1024,
         )
     )
     fake = uvicorn.Server(
@@ -73,7 +106,13 @@ async def serve(root: Path) -> None:
 
     loop.add_signal_handler(signal.SIGTERM, _stop)
     loop.add_signal_handler(signal.SIGINT, _stop)
-    await asyncio.gather(api.serve(), fake.serve())
+    if edge is not None:
+        await edge.start()
+    try:
+        await asyncio.gather(api.serve(), fake.serve())
+    finally:
+        if edge is not None:
+            await edge.stop()
 
 
 def main() -> None:
@@ -81,9 +120,17 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("serve")
     p.add_argument("--root", type=Path, required=True)
+    p.add_argument(
+        "--deno-function",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve this function module under Deno at /functions/v1/NAME (repeatable)",
+    )
+    p.add_argument("--deno", help="the deno binary (default: $DEVSTACK_DENO, then PATH)")
+    p.add_argument("--deno-dir", help="DENO_DIR of the functions (default: <root>/deno)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(serve(args.root))
+    asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@
 /storage/v1             Storage API                 (devstack.storage)
 /auth/v1                GoTrue subset               (devstack.auth)
 /realtime/v1/websocket  Phoenix channels            (devstack.realtime)
-/functions/v1/<name>    functions_compat, when mounted
+/functions/v1/<name>    functions_compat, when mounted; chosen names under Deno (devstack.edge)
+/_stack                 the stack's control API (devstack.admin): switches, faults
+
+The gateway (devstack.gateway, Kong's part on Supabase) wraps them all.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from devstack import auth, realtime, rest, storage
+from devstack import admin, auth, realtime, rest, storage
 from devstack.context import StackContext
+from devstack.edge import EdgeGateway
+from devstack.gateway import FaultBook, Gateway
 
 
-def create_app(ctx: StackContext) -> Starlette:
+def create_app(ctx: StackContext) -> ASGIApp:
     hub = realtime.RealtimeHub(ctx)
     ctx.extras["realtime"] = hub
+    rest_api = rest.RestApp(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -37,11 +43,13 @@ def create_app(ctx: StackContext) -> Starlette:
         )
         await ctx.api_pool.open(wait=True)
         await ctx.admin_pool.open(wait=True)
+        await rest_api.start()
         await hub.start()
         try:
             yield
         finally:
             await hub.stop()
+            await rest_api.stop()
             await ctx.api_pool.close()
             await ctx.admin_pool.close()
 
@@ -57,15 +65,17 @@ def create_app(ctx: StackContext) -> Starlette:
             return
         await ctx.functions_app(scope, receive, send)
 
-    return Starlette(
+    faults = FaultBook()
+    services = Starlette(
         routes=[
             Route("/health", health),
-            Mount("/rest/v1", app=rest.create_app(ctx)),
+            Mount("/rest/v1", app=rest.create_app(rest_api)),
             Mount("/storage/v1", app=storage.create_app(ctx)),
             Mount("/auth/v1", app=auth.create_app(ctx)),
             WebSocketRoute("/realtime/v1/websocket", hub.websocket_endpoint),
-            Route("/_stack/realtime/drop", hub.drop_endpoint, methods=["POST"]),
-            Mount("/functions/v1", app=functions),
+            Mount("/functions/v1", app=EdgeGateway(ctx, fallback=functions)),
+            Mount("/_stack", routes=admin.ControlApi(ctx, faults, hub.drop_endpoint).routes()),
         ],
         lifespan=lifespan,
     )
+    return Gateway(services, ctx, faults)

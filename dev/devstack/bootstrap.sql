@@ -34,6 +34,16 @@ grant anon, authenticated, service_role to postgres with admin option;
 grant supabase_storage_admin to postgres;
 
 -- @per-database ------------------------------------------------------------------------
+-- Statement timeouts of the API roles, as on hosted Supabase (supabase/postgres:
+-- migrations/db/migrations/20221028101028_set_authenticator_timeout.sql and the roles'
+-- init). The authenticator's applies to every API session (service_role sets none, so it
+-- runs under the authenticator's 8 s); anon's and authenticated's are applied per request
+-- by PostgREST, which reads the impersonated role's settings. Cluster-wide, repeated here
+-- so that an existing cluster gets them too.
+alter role authenticator set statement_timeout = '8s';
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+
 do $$ begin
   execute format('grant create, connect, temporary on database %I to postgres', current_database());
 end $$;
@@ -53,6 +63,68 @@ create schema if not exists extensions;
 grant usage on schema extensions to postgres, anon, authenticated, service_role;
 create extension if not exists pgcrypto with schema extensions;
 create extension if not exists "uuid-ossp" with schema extensions;
+
+-- PostgREST reloads its schema cache only on NOTIFY pgrst; hosted projects send it from
+-- these two event triggers (supabase/postgres), so a migration's new function becomes
+-- callable shortly after its commit, not at once.
+create or replace function extensions.pgrst_ddl_watch() returns event_trigger
+language plpgsql
+as $$
+declare
+  cmd record;
+begin
+  for cmd in select * from pg_event_trigger_ddl_commands()
+  loop
+    if cmd.command_tag in (
+      'CREATE SCHEMA', 'ALTER SCHEMA'
+    , 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE'
+    , 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE'
+    , 'CREATE VIEW', 'ALTER VIEW'
+    , 'CREATE MATERIALIZED VIEW', 'ALTER MATERIALIZED VIEW'
+    , 'CREATE FUNCTION', 'ALTER FUNCTION'
+    , 'CREATE TRIGGER'
+    , 'CREATE TYPE', 'ALTER TYPE'
+    , 'CREATE RULE'
+    , 'COMMENT'
+    )
+    -- not for temporary objects
+    and cmd.schema_name is distinct from 'pg_temp'
+    then
+      notify pgrst, 'reload schema';
+    end if;
+  end loop;
+end $$;
+
+create or replace function extensions.pgrst_drop_watch() returns event_trigger
+language plpgsql
+as $$
+declare
+  obj record;
+begin
+  for obj in select * from pg_event_trigger_dropped_objects()
+  loop
+    if obj.object_type in (
+      'schema', 'table', 'foreign table', 'view', 'materialized view', 'function',
+      'trigger', 'type', 'rule'
+    )
+    and obj.is_temporary is false
+    then
+      notify pgrst, 'reload schema';
+    end if;
+  end loop;
+end $$;
+
+do $$
+begin
+  if not exists (select 1 from pg_event_trigger where evtname = 'pgrst_ddl_watch') then
+    create event trigger pgrst_ddl_watch on ddl_command_end
+      execute procedure extensions.pgrst_ddl_watch();
+  end if;
+  if not exists (select 1 from pg_event_trigger where evtname = 'pgrst_drop_watch') then
+    create event trigger pgrst_drop_watch on sql_drop
+      execute procedure extensions.pgrst_drop_watch();
+  end if;
+end $$;
 
 -- auth -------------------------------------------------------------------------------------
 create schema if not exists auth authorization supabase_auth_admin;

@@ -33,6 +33,7 @@ from devstack.pg import free_port
 from devstack.stack import Stack, StackState
 
 TERMINAL = ("completed", "failed", "cancelled")
+DEMO_IN_FLIGHT = 50
 ROW = "{:<20} {:<40} {:<10} {:<10} {:>8} {:>10} {:>10} {:>8}"
 
 
@@ -258,11 +259,16 @@ def report(
     return all_ok
 
 
+def lift_in_flight_limit(service: Client, limit: int) -> None:
+    """A dozen generations at once from one user: lift the per-user in-flight limit (5 by
+    default) in the demo stack's database, where every door reads it."""
+    service.table("picture_settings").update({"max_in_flight_per_user": limit}).eq(
+        "id", True
+    ).execute()
+
+
 def run(quick: bool, root: Path, out: Path) -> int:
     items = plan(quick)
-    # A dozen generations at once from one user: lift start-generation's per-user limit
-    # (5 by default) for the demo's stack.
-    os.environ.setdefault("FUNCTIONS_MAX_IN_FLIGHT", "50")
     stack = Stack(root)
     say("==> starting the local stack (PostgreSQL 15 + Supabase-compatible API + fake Replicate)")
     stack.reset()
@@ -284,6 +290,7 @@ def run(quick: bool, root: Path, out: Path) -> int:
                 state.keys.service_role_key,
                 ClientOptions(auto_refresh_token=False, persist_session=False),
             )
+            lift_in_flight_limit(service, DEMO_IN_FLIGHT)
             user = create_client(
                 state.url,
                 state.keys.anon_key,

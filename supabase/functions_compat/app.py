@@ -29,7 +29,7 @@ from starlette.routing import Route
 from functions_compat.auth import TokenVerifier
 from functions_compat.config import FunctionsConfig
 from functions_compat.cors import CorsMiddleware
-from functions_compat.db import ServiceDb
+from functions_compat.db import ServiceDb, UserDb
 from functions_compat.generate_image import GenerateImage
 from functions_compat.http import Endpoint, error_response, guarded
 from functions_compat.process_generation import ProcessGeneration
@@ -37,17 +37,24 @@ from functions_compat.process_jobs import ProcessJobs
 from functions_compat.replicate_webhook import ReplicateWebhook, WebhookStore
 from functions_compat.runtime import WorkerRuntimes
 from functions_compat.start_generation import GenerationStarter, StartGeneration
+from worker import wiring
 
 log = logging.getLogger("functions_compat")
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+WEBHOOK_DB_TIMEOUT = 10.0  # Replicate waits for the answer; it retries failed deliveries
 
 
 def build_endpoints(config: FunctionsConfig, runtimes: WorkerRuntimes) -> dict[str, Endpoint]:
     """Function name -> endpoint."""
     verifier = TokenVerifier(config)
-    db = ServiceDb(config.supabase_url, config.service_key)
-    starter = GenerationStarter(config, db)
+    client = wiring.supabase_client(config.supabase_url, config.service_key)
+    db = ServiceDb(client, wiring.generations(client))
+    user_db = UserDb(config.supabase_url, config.anon_key or config.service_key)
+    webhook_store = WebhookStore(
+        wiring.supabase_client(config.supabase_url, config.service_key, timeout=WEBHOOK_DB_TIMEOUT)
+    )
+    starter = GenerationStarter(config, db, user_db)
     return {
         "start-generation": guarded(StartGeneration(verifier, starter)),
         "process-jobs": guarded(ProcessJobs(verifier, runtimes)),
@@ -56,9 +63,7 @@ def build_endpoints(config: FunctionsConfig, runtimes: WorkerRuntimes) -> dict[s
             failure_fields={"success": False},
         ),
         "generate-image": guarded(GenerateImage(verifier, starter, db, config.generate_timeout)),
-        "replicate-webhook": guarded(
-            ReplicateWebhook(config, WebhookStore(config.supabase_url, config.service_key))
-        ),
+        "replicate-webhook": guarded(ReplicateWebhook(config, webhook_store)),
     }
 
 

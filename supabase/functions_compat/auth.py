@@ -51,6 +51,7 @@ class Caller:
     role: str
     user_id: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
+    token: str = field(default="", repr=False)  # the verified bearer (user calls pass it on)
 
 
 class JwksCache:
@@ -135,7 +136,7 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not _is_uuid(sub):
             raise AuthError("Invalid JWT: no user id (sub)")
-        return Caller("authenticated", sub.lower(), claims)
+        return Caller("authenticated", sub.lower(), claims, token)
 
     async def project(self, request: Request) -> Caller:
         token = _bearer(request, fallback_apikey=True)

@@ -4,9 +4,11 @@
     SUPABASE_SERVICE_ROLE_KEY        service key (``SUPABASE_SECRET_KEY`` accepted)
     SUPABASE_JWT_SECRET              legacy HS256 secret; optional when only asymmetric keys
                                      (ES256/RS256 from the JWKS) sign user tokens
-    SUPABASE_ANON_KEY                optional; accepted verbatim by process-jobs when it is a
-                                     non-JWT publishable key (``SUPABASE_PUBLISHABLE_KEY``)
-    FUNCTIONS_MAX_IN_FLIGHT          generations per user in flight (default 5; 0 = no limit)
+    SUPABASE_ANON_KEY                optional; the project's public key (also read as
+                                     ``SUPABASE_PUBLISHABLE_KEY``), sent as ``apikey`` beside a
+                                     user's JWT when start-generation calls the database as that
+                                     user (else the service key is); accepted verbatim by
+                                     process-jobs when it is a non-JWT key
     FUNCTIONS_MAX_PROMPT_CHARS       prompt / negative_prompt length limit (default 2000)
     FUNCTIONS_ALLOWED_SOURCE_HOSTS   img2img source hosts, comma separated, ``*.`` wildcards
                                      (default: the SUPABASE_URL host, *.supabase.co,
@@ -17,9 +19,16 @@
     REPLICATE_WEBHOOK_SECRET         the ``whsec_...`` key of ``GET /v1/webhooks/default/secret``;
                                      replicate-webhook answers 500 without it
     FUNCTIONS_WEBHOOK_TOLERANCE      seconds a delivery's webhook-timestamp may be off (default 300)
+    WORKER_MAX_IMAGE_BYTES           the worker's image size cap (default 25 MiB); a webhook
+                                     body may be up to 4/3 of it (a base64 data URI echoed
+                                     in the prediction's input) + 64 KiB
     REPLICATE_* / WORKER_*           the worker's settings, used by process-jobs and
                                      process-generation (validated here when a Replicate
                                      token is set, so a bad variable fails at start)
+
+The per-user in-flight limit is no longer a variable: it is the database's
+``public.picture_settings.max_in_flight_per_user``, which every door meets
+(``FUNCTIONS_MAX_IN_FLIGHT`` is ignored, with a warning).
 
 ``FunctionsConfig.from_env`` raises ``ConfigError`` with one line naming the bad variable.
 Values are taken from the mapping only: an explicit mapping never mixes with os.environ.
@@ -27,26 +36,32 @@ Values are taken from the mapping only: an explicit mapping never mixes with os.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from worker.errors import ConfigError
-from worker.settings import Settings, describe_validation_error
-from worker.webhooks import WebhookSignatureError, sign
+from worker.settings import (
+    DEFAULT_SOURCE_HOSTS,
+    CsvList,
+    OptionalCsvList,
+    OptionalSecret,
+    OptionalText,
+    Settings,
+    SupabaseSettings,
+    WebhookSecret,
+    describe_validation_error,
+)
 
-CsvList = Annotated[tuple[str, ...], NoDecode]
-DEFAULT_SOURCE_HOSTS = ("*.supabase.co", "replicate.delivery", "*.replicate.delivery")
+log = logging.getLogger("functions_compat.config")
 
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return tuple(part.strip().lower() for part in value.split(",") if part.strip())
-    return value
+RETIRED_LIMIT = "FUNCTIONS_MAX_IN_FLIGHT"
 
 
 class _InitOnly(BaseSettings):
@@ -64,70 +79,33 @@ class _InitOnly(BaseSettings):
         return (init_settings,)
 
 
-class _FunctionsEnv(_InitOnly):
-    model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", hide_input_in_errors=True
-    )
+class _FunctionsEnv(_InitOnly, SupabaseSettings):
+    """The project connection (the worker's validators) and the functions' own variables."""
 
-    supabase_url: str = Field(validation_alias="SUPABASE_URL")
-    service_key: SecretStr = Field(
-        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
-    )
-    jwt_secret: SecretStr | None = Field(None, validation_alias="SUPABASE_JWT_SECRET")
-    anon_key: SecretStr | None = Field(
+    jwt_secret: OptionalSecret = Field(None, validation_alias="SUPABASE_JWT_SECRET")
+    anon_key: OptionalSecret = Field(
         None, validation_alias=AliasChoices("SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY")
     )
-    max_in_flight: int = Field(5, ge=0, le=10_000, validation_alias="FUNCTIONS_MAX_IN_FLIGHT")
     max_prompt_chars: int = Field(
         2000, ge=1, le=100_000, validation_alias="FUNCTIONS_MAX_PROMPT_CHARS"
     )
-    allowed_source_hosts: CsvList | None = Field(
+    allowed_source_hosts: OptionalCsvList = Field(
         None, validation_alias="FUNCTIONS_ALLOWED_SOURCE_HOSTS"
     )
     generate_timeout: float = Field(
         120.0, gt=0, le=3600, validation_alias="FUNCTIONS_GENERATE_TIMEOUT"
     )
-    jwt_issuer: str | None = Field(None, validation_alias="FUNCTIONS_JWT_ISSUER")
+    jwt_issuer: OptionalText = Field(None, validation_alias="FUNCTIONS_JWT_ISSUER")
     dev_http_hosts: CsvList = Field((), validation_alias="WORKER_DEV_HTTP_HOSTS")
-    webhook_secret: SecretStr | None = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
+    webhook_secret: WebhookSecret = Field(None, validation_alias="REPLICATE_WEBHOOK_SECRET")
     webhook_tolerance: int = Field(
         300, ge=1, le=86_400, validation_alias="FUNCTIONS_WEBHOOK_TOLERANCE"
     )
-
-    @field_validator("allowed_source_hosts", "dev_http_hosts", mode="before")
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
-
-    @field_validator("supabase_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://<ref>.supabase.co")
-        return value.rstrip("/")
-
-    @field_validator("service_key")
-    @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                sign(value.get_secret_value(), "check", 0, b"")
-            except WebhookSignatureError:
-                raise ValueError("must be the whsec_<base64> signing secret of Replicate") from None
-        return value
-
-    @field_validator("jwt_secret", "anon_key", "jwt_issuer", "webhook_secret", mode="before")
-    @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    max_image_bytes: int = Field(
+        Settings.model_fields["max_image_bytes"].default,
+        ge=1024,
+        validation_alias="WORKER_MAX_IMAGE_BYTES",
+    )
 
 
 class WorkerEnvSettings(_InitOnly, Settings):
@@ -140,7 +118,6 @@ class FunctionsConfig:
     service_key: str = field(repr=False)
     jwt_secret: str | None = field(repr=False)
     anon_key: str | None = field(repr=False)
-    max_in_flight: int
     max_prompt_chars: int
     allowed_source_hosts: tuple[str, ...]
     generate_timeout: float
@@ -151,6 +128,14 @@ class FunctionsConfig:
     worker_config_problem: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_tolerance: int = 300
+    max_image_bytes: int = 25 * 1024 * 1024
+
+    @property
+    def webhook_max_bytes(self) -> int:
+        """The largest webhook body: a delivery echoes the prediction's input, which may hold
+        an img2img source as a base64 data URI (4/3 of WORKER_MAX_IMAGE_BYTES), plus 64 KiB
+        for the rest of the prediction."""
+        return 4 * math.ceil(self.max_image_bytes / 3) + 64 * 1024
 
     @property
     def jwks_url(self) -> str:
@@ -165,6 +150,12 @@ class FunctionsConfig:
             parsed = _FunctionsEnv(**kwargs)
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(_FunctionsEnv, exc)) from None
+        if any(k.upper() == RETIRED_LIMIT for k in values):
+            log.warning(
+                "%s is no longer read: the per-user in-flight limit is the database's "
+                "public.picture_settings.max_in_flight_per_user",
+                RETIRED_LIMIT,
+            )
         hosts = parsed.allowed_source_hosts
         if hosts is None:
             own = (urlsplit(parsed.supabase_url).hostname or "").lower()
@@ -172,10 +163,9 @@ class FunctionsConfig:
         worker_settings, problem = _worker_settings(values)
         return cls(
             supabase_url=parsed.supabase_url,
-            service_key=parsed.service_key.get_secret_value(),
+            service_key=parsed.supabase_service_role_key.get_secret_value(),
             jwt_secret=parsed.jwt_secret.get_secret_value() if parsed.jwt_secret else None,
             anon_key=parsed.anon_key.get_secret_value() if parsed.anon_key else None,
-            max_in_flight=parsed.max_in_flight,
             max_prompt_chars=parsed.max_prompt_chars,
             allowed_source_hosts=hosts,
             generate_timeout=parsed.generate_timeout,
@@ -188,6 +178,7 @@ class FunctionsConfig:
                 parsed.webhook_secret.get_secret_value() if parsed.webhook_secret else None
             ),
             webhook_tolerance=parsed.webhook_tolerance,
+            max_image_bytes=parsed.max_image_bytes,
         )
 
     def secrets(self) -> list[str]:

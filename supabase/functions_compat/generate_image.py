@@ -31,10 +31,10 @@ from functions_compat.auth import TokenVerifier
 from functions_compat.db import ServiceDb
 from functions_compat.http import HttpError, json_response, read_json_object
 from functions_compat.start_generation import GenerationStarter
+from worker.statuses import GENERATION_TERMINAL, GenerationStatus
 
 POLL_START = 0.2
 POLL_MAX = 1.0
-FINISHED = ("completed", "failed", "cancelled")
 
 
 class GenerateImage:
@@ -53,14 +53,13 @@ class GenerateImage:
     async def __call__(self, request: Request) -> Response:
         started_at = time.monotonic()
         caller = await self.verifier.user(request)
-        assert caller.user_id is not None
         body = self.starter.parse(await read_json_object(request), allow_generation_id=True)
-        started = await self.starter.start(caller.user_id, body)
+        started = await self.starter.start(caller, body)
         row = await self._wait(started.generation_id, started_at + self.timeout)
         status = row.get("status")
-        if status == "failed":
+        if status == GenerationStatus.FAILED:
             raise HttpError(400, str(row.get("error_message") or "Image generation failed"))
-        if status == "cancelled":
+        if status == GenerationStatus.CANCELLED:
             raise HttpError(400, "The generation was cancelled")
         image = await self.db.image_for(started.generation_id)
         if image is None:
@@ -83,7 +82,7 @@ class GenerateImage:
             row = await self.db.generation(generation_id)
             if row is None:
                 raise HttpError(400, "The generation no longer exists")
-            if row.get("status") in FINISHED:
+            if row.get("status") in GENERATION_TERMINAL:
                 return row
             remaining = deadline - time.monotonic()
             if remaining <= 0:

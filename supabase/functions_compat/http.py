@@ -70,7 +70,7 @@ def _reject_constant(name: str) -> Any:
 
 async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HttpError(413, f"Request body too large (limit {MAX_BODY_BYTES} bytes)")
     chunks: list[bytes] = []
     size = 0

@@ -7,15 +7,14 @@ num_inference_steps, guidance_scale, seed, negative_prompt, source_image_url, st
          "generation_time_seconds"}
     400 {"success": false, "error": "..."}      bad parameters, or the model failed
 
-The model input is the worker's (``worker.replicate.inputs.build_input``) and the call is
-the worker's ReplicateClient: create with ``Prefer: wait`` and a ``Cancel-After`` bound,
-then poll; a prediction still running at FUNCTIONS_GENERATE_TIMEOUT is cancelled. An
-img2img source is fetched with the worker's safe fetcher (allowed hosts, size cap).
+The prediction's lifecycle is the worker's (``worker.lifecycle``): the same model input,
+an img2img source fetched with the worker's safe fetcher (allowed hosts, size cap), create
+with ``Prefer: wait`` and a ``Cancel-After`` bound, then poll; a prediction still running
+at FUNCTIONS_GENERATE_TIMEOUT is cancelled.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,51 +25,26 @@ from starlette.responses import Response
 from functions_compat.auth import TokenVerifier
 from functions_compat.http import HttpError, json_response, read_json_object
 from functions_compat.runtime import WorkerRuntime, WorkerRuntimes
-from worker.errors import DeadlineExceeded, JobCancelled, PredictionFailed, WorkerError
-from worker.handlers.generate_image import SOURCE_FORMATS
-from worker.replicate.inputs import (
-    GenerationRequest,
-    build_input,
-    output_format,
-    reported_size,
-    resolve_version,
-    uses_img2img,
-)
+from worker import lifecycle
+from worker.errors import WorkerError
+from worker.replicate.inputs import GenerationRequest, output_format, reported_size
 
 
 def generate_once(rt: WorkerRuntime, body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
     """Blocking: one prediction from create to output URL (raises WorkerError subclasses)."""
-    from worker.net import to_data_uri
-
     started = time.monotonic()
-    deadline = started + timeout
+    control = lifecycle.Deadline(timeout, "FUNCTIONS_GENERATE_TIMEOUT")
     request = GenerationRequest.from_payload(body)
-    version = resolve_version(request)
-    if uses_img2img(request) and request.source_image_url:
-        fetched = rt.services.fetch_sources.fetch(request.source_image_url, expect=SOURCE_FORMATS)
-        request = dataclasses.replace(request, source_image=to_data_uri(fetched))
     model = rt.services.model
-    prediction = model.create_prediction(
-        request.model_id,
-        version,
-        build_input(request),
-        cancel_after=max(5, int(timeout)),
-        wait=True,
-    )
-    try:
-        prediction = model.wait_for(prediction, deadline)
-    except (DeadlineExceeded, JobCancelled):
-        model.cancel_prediction(prediction.id)
-        raise
-    urls = prediction.output_urls
-    if not urls:
-        raise PredictionFailed("the model finished without an output image")
+    prediction = lifecycle.create(model, rt.services.fetch_sources, request, cancel_after=timeout)
+    prediction = lifecycle.wait(control, model, prediction)
+    url = lifecycle.first_output(prediction)
     width, height = reported_size(request)
     seconds = prediction.predict_time
     return {
         "success": True,
-        "output_url": urls[0],
-        "format": output_format(request.model_id, urls[0]),
+        "output_url": url,
+        "format": output_format(request.model_id, url),
         "width": width,
         "height": height,
         "generation_time_seconds": round(

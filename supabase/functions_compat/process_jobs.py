@@ -26,15 +26,16 @@ from starlette.responses import Response
 from functions_compat.auth import TokenVerifier
 from functions_compat.http import HttpError, json_response, read_body
 from functions_compat.runtime import WorkerRuntime, WorkerRuntimes
+from worker import leases
+from worker.context import JobContext
 from worker.errors import WorkerError
-from worker.handlers.base import JobContext
-from worker.jobs import GENERATE_IMAGE, Job
+from worker.jobs import Job
 from worker.runner import Outcome
+from worker.statuses import OUTCOME_OK
 
 log = logging.getLogger("functions_compat.process_jobs")
 
 BATCH = 3
-SUCCESS = ("completed", "cancelled")
 
 
 class ProcessJobs:
@@ -50,7 +51,7 @@ class ProcessJobs:
         jobs = await self._claim(rt, worker_id)
         outcomes = await self._run(rt, worker_id, jobs)
         processed = len(outcomes)
-        errors = sum(1 for o in outcomes if o.status not in SUCCESS)
+        errors = sum(1 for o in outcomes if o.status not in OUTCOME_OK)
         return json_response(
             {
                 "success": True,
@@ -61,9 +62,7 @@ class ProcessJobs:
         )
 
     async def _claim(self, rt: WorkerRuntime, worker_id: str) -> list[Job]:
-        types = list(rt.settings.job_types)
-        if rt.services.credit.paused():  # Replicate said 402 recently: leave generate jobs
-            types = [t for t in types if t != GENERATE_IMAGE]
+        types = rt.services.credit.claimable(rt.settings.job_types)
         if not types:
             return []
         try:
@@ -90,26 +89,7 @@ class ProcessJobs:
             _done, pending = await asyncio.wait(pending, timeout=rt.settings.heartbeat_interval)
             running = [ctx for ctx, task in zip(contexts, tasks, strict=True) if not task.done()]
             if running:
-                await _heartbeat(rt, worker_id, running)
+                await leases.heartbeat(
+                    running, rt.services.queue, rt.settings.lease_seconds, run_in_threadpool
+                )
         return [task.result() for task in tasks]
-
-
-async def _heartbeat(rt: WorkerRuntime, worker_id: str, contexts: list[JobContext]) -> None:
-    for ctx in contexts:
-        try:
-            row = await run_in_threadpool(
-                rt.services.queue.heartbeat, ctx.job.id, worker_id, rt.settings.lease_seconds
-            )
-        except WorkerError as exc:
-            ctx.log(
-                "job.heartbeat_failed", "heartbeat failed: %s", exc.message, level=logging.WARNING
-            )
-            continue
-        if row is None or row.get("status") == "cancelled":
-            ctx.log("job.cancel_seen", "generation cancelled; stopping the job")
-            ctx.cancel()
-        elif row.get("status") != "processing" or row.get("locked_by") != worker_id:
-            ctx.log(
-                "job.lease_lost", "lease lost (now %s)", row.get("status"), level=logging.WARNING
-            )
-            ctx.lose_lease()

@@ -3,18 +3,23 @@
     200 {"received": true, "job_id": "...", "duplicate": false}  process-webhook enqueued
                                       (or joined: one live job per prediction)
     200 {"received": true, "ignored": "prediction <status>"}  not terminal: nothing to do
-    400 a webhook header missing or malformed, or the body is not a prediction
+    400 a webhook header missing or malformed (webhook-timestamp: 1 to 12 ASCII digits),
+        or the body is not a prediction
     401 bad signature, or webhook-timestamp outside FUNCTIONS_WEBHOOK_TOLERANCE (either way)
     409 this webhook-id was already received (a replay); nothing is enqueued
-    405 not POST, 413 body over 16 MiB, 500 not configured or the database failed
+    405 not POST, 413 body over the cap, 500 not configured or the database failed
                                       (Replicate retries; nothing was recorded)
 
-Order: headers, bounded body, signature (Standard Webhooks, constant-time, against the raw
-bytes), then one transaction (``public.record_webhook``) records the delivery id and
-enqueues the job; the 200 is sent only after it committed. No Replicate call is made here,
-so the answer takes milliseconds. The job carries the raw body and its signature headers
-(the worker verifies them again before trusting the body); a body over 64 KiB (e.g. an
-img2img input with a data URI) is not stored: the job fetches the prediction instead.
+Order: the headers and the timestamp are checked before a byte of the body is read; then
+the body streams in, through the HMAC (Standard Webhooks, over the raw bytes), under a cap
+of 4/3 x WORKER_MAX_IMAGE_BYTES + 64 KiB (a delivery echoes the prediction's input,
+img2img data URIs included): a declared or streamed length past it is a 413 at once,
+without reading the rest. Then the signature is compared (constant time), and one
+transaction (``public.record_webhook``) records the delivery id and enqueues the job; the
+200 is sent only after it committed. No Replicate call is made here, so the answer takes
+milliseconds. The job carries the raw body and its signature headers (the worker verifies
+them again before trusting the body); a body over 64 KiB is not stored: the job fetches the
+prediction instead.
 """
 
 from __future__ import annotations
@@ -26,17 +31,16 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from supabase import Client, ClientOptions, create_client
+from supabase import Client
 
 from functions_compat.config import FunctionsConfig
 from functions_compat.http import HttpError, json_response
-from worker.webhooks import WebhookSignatureError, verify_signature
+from worker.statuses import PREDICTION_TERMINAL
+from worker.webhooks import SignatureCheck, WebhookSignatureError, is_unix_seconds
 
 log = logging.getLogger("functions_compat.replicate_webhook")
 
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
-TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
-MAX_WEBHOOK_BYTES = 16 * 1024 * 1024  # predictions echo their input (img2img data URIs)
 INLINE_BODY_BYTES = 64 * 1024  # larger bodies are not copied into the job
 MAX_ID_CHARS = 256
 MAX_SIGNATURE_CHARS = 4096
@@ -45,11 +49,8 @@ MAX_SIGNATURE_CHARS = 4096
 class WebhookStore:
     """``public.record_webhook`` through PostgREST with the service key."""
 
-    def __init__(self, supabase_url: str, service_key: str) -> None:
-        options = ClientOptions(
-            auto_refresh_token=False, persist_session=False, postgrest_client_timeout=10
-        )
-        self._client: Client = create_client(supabase_url, service_key, options)
+    def __init__(self, client: Client) -> None:
+        self._client = client
 
     async def record(
         self, webhook_id: str, prediction_id: str, payload: dict[str, Any]
@@ -91,14 +92,15 @@ class ReplicateWebhook:
                 500, "replicate-webhook is not configured: REPLICATE_WEBHOOK_SECRET is not set"
             )
         headers = _signature_headers(request)
-        body = await _read(request)
         try:
-            verify_signature(secret, headers, body, tolerance_s=self.config.webhook_tolerance)
+            check = SignatureCheck(secret, headers, tolerance_s=self.config.webhook_tolerance)
+            body = await _read(request, check, self.config.webhook_max_bytes)
+            check.verify()
         except WebhookSignatureError as exc:
             log.warning("webhook %s rejected: %s", headers["webhook-id"][:64], exc.message)
             raise HttpError(401, f"Invalid webhook: {exc.message}") from None
         text, prediction_id, status = _prediction(body)
-        if status not in TERMINAL:
+        if status not in PREDICTION_TERMINAL:
             return json_response({"received": True, "ignored": f"prediction {status}"})
         payload: dict[str, Any] = {"status": status, "webhook": headers}
         if len(body) <= INLINE_BODY_BYTES:
@@ -128,8 +130,8 @@ def _signature_headers(request: Request) -> dict[str, str]:
     missing = [name for name, value in found.items() if not value]
     if missing:
         raise HttpError(400, f"Missing webhook header(s): {', '.join(missing)}")
-    if not found["webhook-timestamp"].isdigit() or len(found["webhook-timestamp"]) > 12:
-        raise HttpError(400, "webhook-timestamp must be unix seconds")
+    if not is_unix_seconds(found["webhook-timestamp"]):
+        raise HttpError(400, "webhook-timestamp must be unix seconds (ASCII digits)")
     if len(found["webhook-id"]) > MAX_ID_CHARS:
         raise HttpError(400, f"webhook-id is longer than {MAX_ID_CHARS} characters")
     if len(found["webhook-signature"]) > MAX_SIGNATURE_CHARS:
@@ -137,17 +139,20 @@ def _signature_headers(request: Request) -> dict[str, str]:
     return found
 
 
-async def _read(request: Request) -> bytes:
+async def _read(request: Request, check: SignatureCheck, limit: int) -> bytes:
+    """The body, fed to the HMAC chunk by chunk; 413 as soon as it is known to pass
+    ``limit`` (declared, or while streaming), leaving the rest unread."""
     declared = request.headers.get("content-length", "")
-    too_large = HttpError(413, f"Request body too large (limit {MAX_WEBHOOK_BYTES} bytes)")
-    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+    too_large = HttpError(413, f"Request body too large (limit {limit} bytes)")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_WEBHOOK_BYTES:
+        if size > limit:
             raise too_large
+        check.update(chunk)
         chunks.append(chunk)
     return b"".join(chunks)
 

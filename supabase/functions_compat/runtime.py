@@ -1,7 +1,7 @@
 """The worker's own services, built once and on first use, for process-jobs and
 process-generation.
 
-They come from ``worker.cli.build_services`` with the worker's ``Settings`` read from the
+They come from ``worker.wiring.build_services`` with the worker's ``Settings`` read from the
 same mapping as the app's configuration (validated at app start when a Replicate token is
 set). Jobs and generations run on a thread pool of their own, so a long Replicate wait never
 occupies Starlette's pool, which the other endpoints use for their Supabase calls.
@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 
 from functions_compat.config import FunctionsConfig
 from functions_compat.http import HttpError
-from worker.handlers.base import Services
-from worker.metrics import Metrics
+from worker import wiring
+from worker.metrics import Metrics, worker_metrics
 from worker.runner import Runner
+from worker.services import Services
 from worker.settings import Settings
 
 T = TypeVar("T")
@@ -49,23 +50,18 @@ class WorkerRuntimes:
 
     async def get(self, function: str) -> WorkerRuntime:
         """The runtime, or 500 naming the missing configuration."""
-        if self.config.worker_settings is None:
+        settings = self.config.worker_settings
+        if settings is None:
             problem = self.config.worker_config_problem or "worker settings missing"
             raise HttpError(500, f"{function} is not configured: {problem}")
         if self._runtime is None:
-            return await run_in_threadpool(self._build)
+            return await run_in_threadpool(self._build, settings)
         return self._runtime
 
-    def _build(self) -> WorkerRuntime:
-        from worker.cli import build_services
-        from worker.metrics import worker_metrics
-
+    def _build(self, settings: Settings) -> WorkerRuntime:
         with self._lock:
             if self._runtime is None:
-                settings = self.config.worker_settings
-                assert settings is not None
-                services = build_services(settings)
-                assert isinstance(services, Services)
+                services = wiring.build_services(settings)
                 self._runtime = WorkerRuntime(settings, services, worker_metrics())
             return self._runtime
 

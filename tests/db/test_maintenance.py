@@ -11,7 +11,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from devstack.pg import SUPERUSER, PgCluster
-from tests.db.dbkit import Database
+from tests.db.conftest import require_extension
+from tests.db.dbkit import Database, rerun_migrations
 from worker import migrate
 
 SCHEDULES = {
@@ -75,8 +76,7 @@ def cron_db(pg_cluster: PgCluster, template_db: Database) -> Iterator[Database]:
     """The cluster's own ``postgres`` database (where pg_cron runs), deployed with the
     legacy edge-function schedules, then migrated. (``template_db`` first: it creates the
     cluster-wide roles.)"""
-    if not pg_cluster.has_pg_cron:
-        pytest.skip("pg_cron is not installed on this machine")
+    require_extension(pg_cluster, "pg_cron")
     pg_cluster.bootstrap(dbname="postgres")
     db = Database(pg_cluster, "postgres")
     with db.connect("postgres") as conn:
@@ -114,7 +114,7 @@ def test_pg_cron_legacy_edge_function_schedules_are_gone(cron_db: Database) -> N
 
 
 def test_pg_cron_schedules_stay_single_when_migrated_again(cron_db: Database) -> None:
-    migrate.apply(cron_db.url("postgres"), record=False)
+    rerun_migrations(cron_db.url("postgres"))
     with psycopg.connect(cron_db.dsn(SUPERUSER)) as conn:
         rows = conn.execute("select jobname, count(*) from cron.job group by jobname").fetchall()
     counts: dict[str, int] = {str(name): int(n) for name, n in rows}

@@ -39,7 +39,7 @@ def _script_history(db: Database) -> dict[str, Any]:
 def test_queue_health_counts_per_type_and_status(db: Database) -> None:
     _script_history(db)
     rows = db.service("select * from public.queue_health")
-    counts = {(r["job_type"], r["status"]): r["job_count"] for r in rows}
+    counts = {(r["job_type"], r["status"]): r["count"] for r in rows}
     assert counts == {
         ("generate-image", "completed"): 1,
         ("generate-image", "failed"): 2,
@@ -52,7 +52,44 @@ def test_queue_health_counts_per_type_and_status(db: Database) -> None:
     assert completed["avg_duration_seconds"] == pytest.approx(Decimal(10), abs=Decimal("0.01"))
     assert completed["avg_attempts"] == 1
     for row in rows:
-        assert row["oldest"] <= row["newest"]
+        assert row["oldest_job"] <= row["newest_job"]
+
+
+# The shared client library reads the views by their original columns (issue 11 point 8).
+ORIGINAL_COLUMNS = {
+    "queue_health": ["job_type", "status", "count", "oldest_job", "newest_job",
+                     "avg_duration_seconds", "avg_attempts"],
+    "failed_jobs_recent": ["id", "job_type", "payload", "attempts", "error_message",
+                           "created_at", "completed_at"],
+    "stuck_jobs": ["id", "job_type", "payload", "started_at", "minutes_stuck"],
+}
+
+
+@pytest.mark.parametrize("view", sorted(ORIGINAL_COLUMNS))
+def test_views_start_with_their_original_columns(db: Database, view: str) -> None:
+    with db.admin() as conn:
+        rows = conn.execute(
+            "select attname from pg_attribute where attrelid = to_regclass(%s)"
+            " and attnum > 0 and not attisdropped order by attnum", (f"public.{view}",)
+        ).fetchall()
+        options = conn.execute(
+            "select reloptions from pg_class where oid = to_regclass(%s)", (f"public.{view}",)
+        ).fetchone()
+    columns = [r["attname"] for r in rows]
+    assert columns[: len(ORIGINAL_COLUMNS[view])] == ORIGINAL_COLUMNS[view]
+    assert options is not None and "security_invoker=true" in (options["reloptions"] or [])
+
+
+def test_original_columns_carry_the_original_values(db: Database) -> None:
+    ids = _script_history(db)
+    failed = db.service("select * from public.failed_jobs_recent")[0]
+    assert failed["attempts"] == failed["attempt_number"] == 1
+    assert failed["payload"] == db.job(ids["failed"])["payload"]
+    stuck = db.service("select * from public.stuck_jobs")[0]
+    assert stuck["payload"] == db.job(ids["stuck"])["payload"]
+    assert 0 <= stuck["minutes_stuck"] < 5
+    job = db.job(ids["done"])
+    assert job["attempts"] == job["attempt_number"] == 1
 
 
 def test_queue_summary(db: Database) -> None:

@@ -31,6 +31,7 @@ LIVE_INDEXES = PENDING_INDEXES | {
 def _load_history(db: Database) -> dict[str, uuid.UUID]:
     """Finished history, fast: one insert ... select per table, FK triggers off (replica)."""
     user = db.make_user()
+    db.set_in_flight_limit(0)  # one user with a dozen generations in flight
     with db.admin() as conn, conn.transaction():
         conn.execute("set local session_replication_role = replica")
         conn.execute(

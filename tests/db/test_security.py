@@ -98,9 +98,32 @@ def test_anon_reads_no_monitoring_view(world: World, view: str) -> None:
 
 
 def test_authenticated_reads_no_worker_registry(world: World) -> None:
-    for relation in ("job_workers", "queue_health", "stuck_jobs", "active_workers"):
+    for relation in ("job_workers", "active_workers"):
         query = _select_all(relation)
         assert _sqlstate(world.db, "authenticated", query, world.alice) == "42501", relation
+
+
+@pytest.mark.parametrize("view", ["queue_health", "queue_summary", "failed_jobs_recent",
+                                  "stuck_jobs"])
+def test_users_read_the_job_views_of_their_own_jobs(world: World, view: str) -> None:
+    """The shared client library reads them as a signed-in user (issue 11 point 8)."""
+    with world.db.admin() as conn:
+        conn.execute("update public.job_queue set status = 'failed', completed_at = now(),"
+                     " error_message = 'boom'")
+    try:
+        seen = {}
+        for user in (world.alice, world.bob):
+            with world.db.as_role("authenticated", user) as conn:
+                seen[user] = conn.execute(_select_all(view)).fetchall()
+        if view == "queue_health":
+            assert [r["count"] for r in seen[world.alice]] == [1]
+        if view == "failed_jobs_recent":
+            for user in (world.alice, world.bob):
+                assert [r["payload"]["user_id"] for r in seen[user]] == [str(user)]
+    finally:
+        with world.db.admin() as conn:
+            conn.execute("update public.job_queue set status = 'pending', completed_at = null,"
+                         " error_message = null")
 
 
 def test_user_views_show_only_own_jobs(world: World) -> None:
@@ -123,7 +146,8 @@ def test_users_cannot_write_jobs_or_images(world: World) -> None:
         "insert into public.job_queue (job_type, payload) values ('generate-image', '{}')",
         "update public.job_queue set priority = 100",
         "insert into public.images (user_id, storage_path) values (auth.uid(), 'x')",
-        "update public.image_generations set status = 'completed'",
+        "update public.image_generations set replicate_prediction_id = 'x'",
+        "update public.job_queue set status = 'completed'",
     ]
     for statement in statements:
         assert _sqlstate(world.db, "authenticated", statement, alice) == "42501", statement
@@ -158,7 +182,8 @@ def test_service_role_writes_what_the_worker_writes(db: Database) -> None:
             "insert into public.images (generation_id, user_id, storage_path, format)"
             " values (%s, %s, %s, 'webp')", (gen, user, f"{user}/{gen}.webp"),
         )
-    assert db.generation(gen)["status"] == "downloading"
+    # Storing the image completes the generation in the same transaction.
+    assert db.generation(gen)["status"] == "completed"
     assert db.scalar("select count(*) from public.images where generation_id = %s", (gen,)) == 1
 
 
@@ -167,11 +192,11 @@ def test_cancel_generation_only_by_owner_or_service_role(db: Database) -> None:
     gen = db.make_generation(alice)
     query = "select public.cancel_generation(%s)"
     assert _sqlstate(db, "anon", query, None, (gen,)) == "42501"
-    assert _sqlstate(db, "authenticated", query, bob, (gen,)) == "P0002"
+    assert _sqlstate(db, "authenticated", query, bob, (gen,)) == "PT404"
     assert db.generation(gen)["status"] == "queued"
     assert _sqlstate(db, "authenticated", query, alice, (gen,)) is None
     assert db.generation(gen)["status"] == "cancelled"
     other = db.make_generation(bob)
     rows = db.service("select status from public.cancel_generation(%s)", (other,))
     assert rows[0]["status"] == "cancelled"
-    assert _sqlstate(db, "service_role", query, None, (uuid.uuid4(),)) == "P0002"
+    assert _sqlstate(db, "service_role", query, None, (uuid.uuid4(),)) == "PT404"

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.db.conftest import load_variant
-from tests.db.dbkit import RPC_NAMES, Database, named_call
+from tests.db.dbkit import RPC_NAMES, Database, named_call, rerun_migrations
 from worker import migrate
 
 GEN_STATUSES = ("pending", "processing", "completed", "failed")
@@ -206,7 +206,11 @@ def test_upgraded_database_runs_the_target_rpcs(
     with pytest.raises(psycopg.Error) as caught:
         db.rpc("complete_job", job_id=claimed[1]["id"], result={}, worker_id="w2")
     assert caught.value.sqlstate == "PW001"
-    new = db.enqueue(payload={"user_id": str(seeded["users"][1])}, dedupe_key="k")
+    # The operator deactivated flux-schnell in this deployment: the catalogue decides.
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        db.enqueue(payload={"user_id": str(seeded["users"][1])})
+    new = db.enqueue(payload={"user_id": str(seeded["users"][1]), "model_id": "stability-ai/sdxl"},
+                     dedupe_key="k")
     assert db.job(new)["created_by"] == seeded["users"][1]
     # The generation status set grew (additive): queued/downloading/cancelled are accepted.
     gen = seeded["generations"]["pending"]
@@ -243,7 +247,7 @@ def test_upgrade_is_idempotent(upgraded: tuple[str, Database, dict[str, Any], di
                                ) -> None:
     variant, db, _, before = upgraded
     first = _snapshot(db, variant, "attempt_number")
-    migrate.apply(db.url("postgres"), record=False)
+    rerun_migrations(db.url("postgres"))
     assert _snapshot(db, variant, "attempt_number") == first
     assert first["job_queue"] == before["job_queue"]
 

@@ -11,7 +11,7 @@ Points:
     claim                 job_queue pending -> processing (claim_jobs)
     complete:<job_type>   job_queue processing -> completed (complete_job)
     image_insert          insert into images (after the Storage upload)
-    generation_completed  image_generations -> completed (after the images row)
+    generation_completed  image_generations -> completed (in the images row's transaction)
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from tests.faults.checks import assert_completed_once, facts, wait_terminal
 from tests.faults.conftest import SHORT_LEASE, Workers
 from tests.support import Fake, Picture, WorkerProcess
 
-pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue")]
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")]
 
 MAX_ATTEMPTS = 3
 # A download-image job whose output_url urllib cannot split ("Invalid IPv6 URL"): with no
@@ -28,7 +28,7 @@ UNPARSABLE_URL = "https://[replicate.delivery/pbxt/out-0.webp"
 
 def _generation_row(picture: Picture, user: str, prompt: str) -> str:
     rows = picture.db.table("image_generations").insert({
-        "user_id": user, "prompt": prompt, "model": "flux-schnell", "width": 1024,
+        "user_id": user, "prompt": prompt, "model": "FLUX Schnell", "width": 1024,
         "height": 1024, "status": "queued",
     }).execute().data
     assert isinstance(rows, list) and isinstance(rows[0], dict)

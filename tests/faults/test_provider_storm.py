@@ -23,7 +23,7 @@ from tests.faults.proxy import Exchange, RecordingProxy
 from tests.support import Fake, Picture
 from worker.replicate.client import RetryPolicy
 
-pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue")]
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")]
 
 GENERATIONS = 30
 MAX_ATTEMPTS = 3

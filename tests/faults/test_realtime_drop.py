@@ -19,7 +19,7 @@ from tests.faults.conftest import Workers
 from tests.support import Fake, Picture, WorkerProcess, wait_until
 from worker.jobs import parse_ts
 
-pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue")]
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")]
 
 REFUSE_SECONDS = 10.0  # the server refuses new sockets this long after the drop
 

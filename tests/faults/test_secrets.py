@@ -21,7 +21,7 @@ from tests.faults.checks import facts, wait_terminal
 from tests.faults.conftest import Workers
 from tests.support import Fake, Picture, WorkerProcess, wait_until
 
-pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue")]
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")]
 
 
 def _fragments(secret: str) -> list[str]:

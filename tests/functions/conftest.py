@@ -4,8 +4,7 @@
   as /rest/v1 and /auth/v1, configured by ``StackState.env()``).
 - ``standalone``: the app served on its own by ``picture-worker functions`` (a subprocess)
   with the worker settings process-jobs needs against the local stack
-  (``WORKER_DEV_HTTP_HOSTS`` = the fake Replicate's and the stack's host:port) and a small
-  per-user limit (``FUNCTIONS_MAX_IN_FLIGHT=2``).
+  (``WORKER_DEV_HTTP_HOSTS`` = the fake Replicate's and the stack's host:port).
 - ``user``: a user signed up through /auth/v1 with supabase-py; on teardown whatever the user
   left in flight is cancelled so later tests start from a quiet queue.
 """
@@ -122,7 +121,6 @@ def functions_env(state: StackState, **overrides: str) -> dict[str, str]:
     env = worker_env(state, WORKER_LOG_FORMAT="text")
     env.update(
         {
-            "FUNCTIONS_MAX_IN_FLIGHT": "2",
             "FUNCTIONS_GENERATE_TIMEOUT": "60",
             "WORKER_HEARTBEAT_INTERVAL": "2",
         }

@@ -76,9 +76,17 @@ def test_es256_user_token_is_verified_through_the_jwks(
     assert gen is not None and str(gen[0]) == user.id
 
 
-def test_hs256_token_from_auth_is_verified(fn: Functions, user: User) -> None:
-    assert jwt.get_unverified_header(user.token)["alg"] == "HS256"
+def test_auths_own_es256_token_is_verified(fn: Functions, user: User) -> None:
+    assert jwt.get_unverified_header(user.token)["alg"] == "ES256"  # as hosted Auth signs
     assert fn.post("start-generation", user.token, json=GOOD_BODY).status_code == 200
+
+
+def test_legacy_hs256_token_is_verified(
+    fn: Functions, stack_state: StackState, user: User
+) -> None:
+    token = stack_state.keys.sign(claims(user.id))
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    assert fn.post("start-generation", token, json=GOOD_BODY).status_code == 200
 
 
 def _bad_tokens(state: StackState, user_id: str) -> dict[str, tuple[str, str]]:
@@ -247,7 +255,7 @@ def test_without_a_jwt_secret_only_asymmetric_tokens_pass(
     stack_state: StackState, user: User
 ) -> None:
     app = InProcess(stack_state, SUPABASE_JWT_SECRET="")
-    response = app.post("/start-generation", user.token, {})
+    response = app.post("/start-generation", stack_state.keys.sign(claims(user.id)), {})
     assert response.status_code == 401 and "HS256" in response.json()["error"]
     es256 = stack_state.keys.sign(claims(user.id), alg="ES256")
     assert app.post("/functions/v1/start-generation", es256, {}).status_code == 400
@@ -259,7 +267,8 @@ def test_unreachable_jwks_is_500_not_401(stack_state: StackState, user: User) ->
     response = app.post("/start-generation", es256, {})
     assert response.status_code == 500
     assert response.json() == {"error": "Cannot verify the token: signing keys unavailable"}
-    assert app.post("/start-generation", user.token, {}).status_code == 400  # HS256: no JWKS
+    hs256 = stack_state.keys.sign(claims(user.id))
+    assert app.post("/start-generation", hs256, {}).status_code == 400  # HS256: no JWKS
 
 
 def test_jwks_is_cached_and_refetched_for_a_new_kid(stack_state: StackState) -> None:
@@ -290,8 +299,9 @@ def test_jwks_is_cached_and_refetched_for_a_new_kid(stack_state: StackState) -> 
     [
         ({"SUPABASE_URL": None}, "SUPABASE_URL: required but not set"),
         ({"SUPABASE_URL": "ftp://x"}, "SUPABASE_URL: must be an http(s) URL"),
-        ({"SUPABASE_SERVICE_ROLE_KEY": None}, "SUPABASE_SERVICE_ROLE_KEY: required but not set"),
-        ({"FUNCTIONS_MAX_IN_FLIGHT": "-1"}, "FUNCTIONS_MAX_IN_FLIGHT"),
+        ({"SUPABASE_SERVICE_ROLE_KEY": None, "SUPABASE_SECRET_KEY": None},  # either one
+         "SUPABASE_SERVICE_ROLE_KEY: required but not set"),
+        ({"FUNCTIONS_MAX_PROMPT_CHARS": "0"}, "FUNCTIONS_MAX_PROMPT_CHARS"),
         ({"FUNCTIONS_MAX_PROMPT_CHARS": "many"}, "FUNCTIONS_MAX_PROMPT_CHARS"),
         ({"FUNCTIONS_GENERATE_TIMEOUT": "0"}, "FUNCTIONS_GENERATE_TIMEOUT"),
         ({"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY"),
@@ -319,13 +329,26 @@ def test_the_cli_refuses_to_start_with_a_bad_variable(stack_state: StackState) -
     from tests.support import ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "FUNCTIONS_"))}
-    env.update({**stack_state.env(), "FUNCTIONS_MAX_IN_FLIGHT": "lots"})
+    env.update({**stack_state.env(), "FUNCTIONS_WEBHOOK_TOLERANCE": "lots"})
     done = subprocess.run(
         [sys.executable, "-m", "worker", "functions", "--host", "127.0.0.1", "--port", "1"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2
-    assert "configuration error: FUNCTIONS_MAX_IN_FLIGHT" in done.stderr
+    assert "configuration error: FUNCTIONS_WEBHOOK_TOLERANCE" in done.stderr
+
+
+def test_the_retired_limit_variable_is_ignored_with_a_warning(
+    stack_state: StackState, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-user limit is the database's (picture_settings): the variable no longer
+    changes anything, and saying so beats a silent no-op."""
+    from functions_compat.config import FunctionsConfig
+
+    with caplog.at_level("WARNING", logger="functions_compat.config"):
+        config = FunctionsConfig.from_env({**stack_state.env(), "FUNCTIONS_MAX_IN_FLIGHT": "50"})
+    assert not hasattr(config, "max_in_flight")
+    assert "picture_settings.max_in_flight_per_user" in caplog.text
 
 
 def test_without_replicate_only_the_worker_endpoints_are_unavailable(

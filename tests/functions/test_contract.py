@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -145,7 +146,7 @@ def test_model_defaults_and_version_come_from_the_catalogue(
     assert job["payload"]["num_inference_steps"] == 30
 
 
-def test_catalogue_without_defaults_uses_global_defaults_and_id_segment(
+def test_catalogue_without_defaults_uses_global_defaults_and_the_replicate_id(
     fn: Functions, user: User, admin_conn: psycopg.Connection
 ) -> None:
     model_id = f"test-owner/bare-model-{uuid.uuid4().hex[:8]}"
@@ -154,18 +155,43 @@ def test_catalogue_without_defaults_uses_global_defaults_and_id_segment(
         (model_id,),
     )
     try:
+        before = counts(admin_conn, user.id)
+        # The catalogue has no version for it: a client's version is not run (issue 11 point 3).
+        forged = fn.post("start-generation", user.token,
+                         json={"prompt": "p", "model_id": model_id, "model_version": "abc123"})
+        assert_error(forged, 400, "model_version")
+        assert counts(admin_conn, user.id) == before
         data = fn.post("start-generation", user.token,
-                       json={"prompt": "p", "model_id": model_id, "model_version": "abc123"}).json()
+                       json={"prompt": "p", "model_id": model_id}).json()
         gen = row(admin_conn, "select * from public.image_generations where id = %s",
                   data["generation_id"])
         job = row(admin_conn, "select payload from public.job_queue where id = %s",
                   data["job_id"])
     finally:
+        admin_conn.execute("update public.image_generations set status = 'cancelled'"
+                           " where user_id = %s and status = 'queued'", (user.id,))
         admin_conn.execute("delete from public.models where replicate_id = %s", (model_id,))
-    assert gen["model"] == model_id.split("/")[1]
+    # Without a name, the model column holds the replicate_id (a catalogue key; the
+    # database accepts only a model that names one active catalogue row).
+    assert gen["model"] == model_id
     assert (gen["width"], gen["height"], gen["steps"]) == (1024, 1024, 30)
     assert float(gen["guidance_scale"]) == 7.5
-    assert job["payload"]["model_version"] == "abc123"
+    assert job["payload"]["model_version"] is None
+
+
+@pytest.mark.parametrize("version", [
+    "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc",  # sdxl's
+    "attacker/model:" + "0" * 64,
+])
+def test_a_model_version_not_the_catalogues_is_400(
+    fn: Functions, user: User, admin_conn: psycopg.Connection, version: str
+) -> None:
+    before = counts(admin_conn, user.id)
+    response = fn.post("start-generation", user.token,
+                       json={"prompt": "p", "model_id": FLUX, "model_version": version})
+    error = assert_error(response, 400, "model_version")
+    assert "catalogue" in error["error"]
+    assert counts(admin_conn, user.id) == before
 
 
 def test_numeric_strings_are_accepted(
@@ -205,7 +231,7 @@ def test_supabase_py_invoke_surfaces_the_error_message(user: User) -> None:
             "start-generation", {"body": {"prompt": "p", "model_id": "nobody/nothing"}}
         )
     assert caught.value.status == 400
-    assert caught.value.message == "Unknown model: nobody/nothing"
+    assert caught.value.message.startswith("Unknown model: nobody/nothing")
 
 
 # -- start-generation: rejections ---------------------------------------------------------
@@ -321,8 +347,10 @@ def test_expired_token_is_401(
 
 # -- the per-user limit ---------------------------------------------------------------------
 def test_too_many_in_flight_is_429_until_one_finishes(
-    standalone: Functions, user: User, admin_conn: psycopg.Connection
+    standalone: Functions, user: User, admin_conn: psycopg.Connection,
+    limit_of: Callable[[int], None],
 ) -> None:
+    limit_of(2)
     body = {"prompt": "p", "model_id": FLUX}
     first = standalone.post("start-generation", user.token, json=body).json()
     second = standalone.post("start-generation", user.token, json=body).json()
@@ -338,8 +366,10 @@ def test_too_many_in_flight_is_429_until_one_finishes(
 
 
 def test_the_limit_holds_under_concurrent_requests(
-    standalone: Functions, user: User, admin_conn: psycopg.Connection
+    standalone: Functions, user: User, admin_conn: psycopg.Connection,
+    limit_of: Callable[[int], None],
 ) -> None:
+    limit_of(2)
     body = {"prompt": "p", "model_id": FLUX}
     with ThreadPoolExecutor(8) as pool:
         codes = sorted(pool.map(
@@ -351,13 +381,17 @@ def test_the_limit_holds_under_concurrent_requests(
 
 
 def test_create_generation_serialises_a_users_requests(
-    stack_state: StackState, user: User, admin_conn: psycopg.Connection
+    stack_state: StackState, user: User, admin_conn: psycopg.Connection,
+    limit_of: Callable[[int], None],
 ) -> None:
     """Two transactions race for the last slot: the second waits for the first (advisory
-    lock) and then sees its row, so it is refused instead of both getting in."""
+    lock) and then sees its row, so it is refused instead of both getting in. (The limit is
+    the database's; the old p_max_in_flight argument is ignored.)"""
+    limit_of(1)
     dsn = f"host=127.0.0.1 port={stack_state.pg_port} user=supabase_admin dbname=postgres"
-    call = "select public.create_generation(%s, %s::jsonb, '{}'::jsonb, 1)"
-    args = (user.id, json.dumps({"prompt": "race"}))
+    call = "select public.create_generation(%s, %s::jsonb, %s::jsonb, 100)"
+    args = (user.id, json.dumps({"prompt": "race", "model": "FLUX Schnell"}),
+            json.dumps({"model_id": FLUX}))
     outcome: dict[str, Any] = {}
 
     def second() -> None:

@@ -187,9 +187,11 @@ def test_generate_image_with_a_client_created_row_returns_the_image(
     standalone: Functions, user: User, other_user: User, admin_conn: psycopg.Connection,
     fake: Fake, queue_processor: None,
 ) -> None:
-    # The original API: the app inserts a pending row itself (RLS allows its own), then calls.
+    # The original API: the app inserts a pending row itself (its own, with the legacy
+    # columns and a catalogue model), then calls.
     created = user.client.table("image_generations").insert(
-        {"user_id": user.id, "prompt": "draft", "status": "pending"}
+        {"user_id": user.id, "prompt": "draft", "negative_prompt": None, "model": FLUX,
+         "width": 1024, "height": 1024, "steps": 4, "guidance_scale": 0, "status": "pending"}
     ).execute().data[0]
     gid = created["id"]
     assert_error(standalone.post("generate-image", other_user.token, timeout=30,

@@ -14,7 +14,7 @@ import pytest
 from devstack.stack import StackState
 from tests.support import ROOT, Fake, Picture, WorkerProcess, running_worker, wait_until, worker_env
 
-pytestmark = pytest.mark.usefixtures("quiet_queue")
+pytestmark = pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")
 
 
 def test_health_ready_and_metrics(

@@ -15,7 +15,7 @@ from devstack.stack import StackState
 from tests.integration.conftest import statuses
 from tests.support import Fake, Picture, running_worker, wait_until
 
-pytestmark = pytest.mark.usefixtures("quiet_queue")
+pytestmark = pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")
 
 
 def _created(fake: Fake) -> int:

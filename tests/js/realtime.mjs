@@ -2,7 +2,9 @@
 // and tests/stack/test_realtime_restart.py.
 //
 // Subscribes the channels the Picture app and the worker use, prints one JSON line per
-// subscribe status and per change on stdout, and exits on {"cmd":"quit"} (or EOF) on stdin.
+// subscribe status, per system message (the server's "Subscribed to PostgreSQL" comes after
+// SUBSCRIBED, once changes flow) and per change on stdout, and exits on {"cmd":"quit"} (or
+// EOF) on stdin.
 //
 // Environment:
 //   SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY
@@ -50,6 +52,9 @@ function watch(client, name, binding) {
         new: payload.new,
         old: payload.old,
       })
+    })
+    .on('system', {}, (payload) => {
+      emit({ kind: 'system', channel: name, status: payload.status, message: payload.message })
     })
     .subscribe((status, err) => {
       emit({ kind: 'status', channel: name, status, error: err ? String(err.message || err) : null })

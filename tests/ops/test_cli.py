@@ -172,7 +172,7 @@ def test_status_shows_the_queue_workers_and_failures(
     assert set(doc) == {"summary", "by_type", "workers", "recent_failures", "stuck_jobs"}
     assert doc["summary"]["pending"] == 1 and doc["summary"]["processing"] == 1
     assert doc["stuck_jobs"] == 1
-    counts = {(r["job_type"], r["status"]): r["job_count"] for r in doc["by_type"]}
+    counts = {(r["job_type"], r["status"]): r["count"] for r in doc["by_type"]}
     assert counts == {("generate-image", s): 1 for s in ("pending", "processing", "failed")}
     mine = [w for w in doc["workers"] if w["worker_id"] == worker_id]
     assert mine and mine[0]["in_flight"] == 2 and mine[0]["jobs_done"] == 41

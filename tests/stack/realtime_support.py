@@ -42,7 +42,8 @@ def create_user(conn: psycopg.Connection[Any], keys: StackKeys, ttl: int = 3600
 
 def create_generation(conn: psycopg.Connection[Any], user_id: uuid.UUID | None,
                       prompt: str = "a lighthouse", **columns: Any) -> str:
-    cols = {"user_id": user_id, "prompt": prompt, **columns}
+    # A generation names a catalogue model (the database refuses one that does not).
+    cols = {"user_id": user_id, "prompt": prompt, "model": "FLUX Schnell", **columns}
     query = sql.SQL("insert into public.image_generations ({}) values ({}) returning id").format(
         sql.SQL(", ").join(map(sql.Identifier, cols)),
         sql.SQL(", ").join([sql.Placeholder()] * len(cols)),
@@ -52,12 +53,32 @@ def create_generation(conn: psycopg.Connection[Any], user_id: uuid.UUID | None,
     return str(row[0])
 
 
+SUBSCRIBED = "Subscribed to PostgreSQL"  # the server's system message once changes flow
+
+
 class Recorder:
     """Collects supabase-py callbacks (sync, called in the client's listen task)."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.states: list[tuple[float, str, str | None]] = []
+        self.systems: list[tuple[float, str, str]] = []  # (time, status, message)
+
+    def on_system(self, payload: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.systems.append((time.monotonic(), str(payload.status), str(payload.message)))
+
+    async def wait_subscribed(self, after: float = 0.0, timeout: float = 10.0) -> float:
+        """The server's "Subscribed to PostgreSQL": only from then on are changes delivered
+        (the join reply, which makes supabase-py say SUBSCRIBED, comes before it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, status, message in self.systems:
+                if status == "ok" and message == SUBSCRIBED and t >= after:
+                    return t
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {SUBSCRIBED!r} within {timeout}s; system: {self.systems!r}, "
+                             f"states: {self.states!r}")
 
     def on_change(self, payload: Any) -> None:
         # a raising callback would kill the client's listen task

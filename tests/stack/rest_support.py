@@ -198,11 +198,26 @@ def drop_objects(conn: psycopg.Connection[Any], objs: RestObjects) -> None:
         conn.execute("reset role")
 
 
+def wait_for_schema(state: StackState, *paths: str, timeout: float = 15.0) -> None:
+    """Wait until /rest/v1 serves ``paths`` (e.g. ``/table``, ``/rpc/fn``): like PostgREST,
+    the stack's schema cache reloads only after NOTIFY pgrst, a moment after the DDL."""
+    key = state.keys.service_role_key
+    deadline = time.monotonic() + timeout
+    while True:  # the root's OpenAPI document lists what the schema cache holds
+        served = rest(state, "GET", "/", key=key).json()["paths"]
+        missing = [p for p in paths if p not in served]
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"not in the schema cache: {missing}"
+        time.sleep(0.05)
+
+
 @contextmanager
 def rest_objects(state: StackState) -> Iterator[RestObjects]:
     with admin_connect(state) as conn:
         objs = create_objects(conn)
         try:
+            wait_for_schema(state, f"/{objs.hostile}", f"/rpc/{objs.fn('whoami')}")
             yield objs
         finally:
             drop_objects(conn, objs)

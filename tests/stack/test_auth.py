@@ -34,10 +34,12 @@ def _client(state: StackState, key: str | None = None) -> Client:
 
 
 def _decode(state: StackState, token: str) -> dict[str, object]:
+    """A user access token as hosted Auth signs it: ES256, verified through the JWKS."""
+    jwks = jwt.PyJWKClient(f"{state.url}/auth/v1/.well-known/jwks.json")
     return jwt.decode(
         token,
-        state.keys.jwt_secret,
-        algorithms=["HS256"],
+        jwks.get_signing_key_from_jwt(token).key,
+        algorithms=["ES256"],
         audience="authenticated",
         issuer=f"{state.url}/auth/v1",
     )
@@ -68,7 +70,8 @@ def test_sign_up_returns_a_session_with_gotrue_claims(
     assert int(claims["exp"]) - int(claims["iat"]) == 3600  # type: ignore[call-overload]
     assert uuid.UUID(str(claims["session_id"]))
     assert claims["amr"] == [{"method": "password", "timestamp": claims["amr"][0]["timestamp"]}]  # type: ignore[index]
-    assert jwt.get_unverified_header(res.session.access_token)["alg"] == "HS256"
+    header = jwt.get_unverified_header(res.session.access_token)
+    assert (header["alg"], header["kid"]) == ("ES256", stack_state.keys.kid)
 
     row = admin_conn.execute(
         "select encrypted_password, extensions.crypt(%s, encrypted_password) = encrypted_password"
@@ -193,9 +196,13 @@ def test_requests_need_a_verifying_api_key(stack_state: StackState) -> None:
     body = {"email": "x@example.test", "password": PASSWORD}
     none = httpx.post(f"{stack_state.url}/auth/v1/signup", json=body)
     assert none.status_code == 401
-    bad = httpx.post(f"{stack_state.url}/auth/v1/signup", json=body, headers={"apikey": "sb_nope"})
+    bad = httpx.post(f"{stack_state.url}/auth/v1/signup", json=body,
+                     headers={"apikey": "not-a-key"})
     assert bad.status_code == 401 and bad.json()["code"] == "invalid_api_key"
     assert bad.headers["x-supabase-api-version"] == "2024-01-01"
+    unknown_sb = httpx.post(f"{stack_state.url}/auth/v1/signup", json=body,
+                            headers={"apikey": "sb_publishable_nope"})  # the gateway's answer
+    assert (unknown_sb.status_code, unknown_sb.json()["message"]) == (401, "Invalid API key")
     settings = httpx.get(
         f"{stack_state.url}/auth/v1/settings", headers={"apikey": stack_state.keys.anon_key}
     )

@@ -46,8 +46,10 @@ async def subscribe(sb: AsyncClient, name: str, rec: Recorder, event: str, table
                     filter: str | None = None) -> None:
     channel = sb.channel(name)
     channel.on_postgres_changes(event, rec.on_change, table=table, filter=filter)  # type: ignore[arg-type]
+    channel.on_system(rec.on_system)
     await channel.subscribe(rec.on_state)
     assert rec.states and rec.states[-1][1] == "SUBSCRIBED", rec.states
+    await rec.wait_subscribed()
 
 
 async def with_client(st: StackState, key: str, body: Callable[[AsyncClient], Awaitable[None]],
@@ -78,8 +80,9 @@ def test_image_generations_insert_update_delete(stack_state: StackState) -> None
         db = await connect_db(stack_state)
         async with db:
             cur = await db.execute(
-                "insert into public.image_generations (prompt, width, height, steps, "
-                "guidance_scale) values ('a red fox', 768, 512, 30, 7.5) returning id::text")
+                "insert into public.image_generations (prompt, model, width, height, steps, "
+                "guidance_scale) values ('a red fox', 'FLUX Schnell', 768, 512, 30, 7.5)"
+                " returning id::text")
             gid = (await cur.fetchone() or [""])[0]
             ins = await rec.wait_for(is_event("INSERT", id=gid))
             await db.execute("update public.image_generations set status = 'queued' "
@@ -140,9 +143,9 @@ def test_job_queue_events_with_typed_payload(stack_state: StackState) -> None:
     run(with_client(stack_state, stack_state.keys.service_role_key, body))
 
 
-# -- typed values and a table published while the stack runs ---------------------------------
+# -- typed values; a table outside the publication ---------------------------------------------
 
-def test_typed_values_and_table_added_to_publication_while_running(
+def test_typed_values_of_a_newly_published_table(
     stack_state: StackState, admin_conn: psycopg.Connection[Any]
 ) -> None:
     table = f"rt_types_{uuid.uuid4().hex[:8]}"
@@ -153,20 +156,14 @@ def test_typed_values_and_table_added_to_publication_while_running(
         "doc jsonb, raw json, at timestamptz, label text)").format(ident))
     try:
         async def body(sb: AsyncClient) -> None:
-            rec, sentinel = Recorder(), Recorder()
-            await subscribe(sb, "types", rec, "INSERT", table)
-            await subscribe(sb, "sentinel", sentinel, "INSERT", "job_queue")
+            rec = Recorder()
             db = await connect_db(stack_state)
             async with db:
                 # Not published yet: consumed from the WAL and dropped.
                 await db.execute(sql.SQL("insert into {} (label) values ('early')").format(ident))
-                cur = await db.execute("insert into public.job_queue (job_type) values "
-                                       "('cleanup-storage') returning id::text")
-                job_id = (await cur.fetchone() or [""])[0]
-                await sentinel.wait_for(is_event("INSERT", id=job_id))
-                await db.execute("delete from public.job_queue where id = %s", [job_id])
                 await db.execute(sql.SQL("alter publication supabase_realtime add table {}")
                                  .format(ident))
+                await subscribe(sb, "types", rec, "INSERT", table)
                 await db.execute(sql.SQL(
                     "insert into {} (flag, nums, day, big, ratio, amount, doc, raw, at, label) "
                     "values (true, '{{1,2,3}}', '2024-02-29', 9007199254740993, 0.25, 12.5, "
@@ -198,6 +195,32 @@ def test_typed_values_and_table_added_to_publication_while_running(
 
 # -- filters and ordering ------------------------------------------------------------------
 
+
+def test_supabase_py_reports_a_table_outside_the_publication(
+    stack_state: StackState, admin_conn: psycopg.Connection[Any]
+) -> None:
+    """SUBSCRIBED from the join reply, then CHANNEL_ERROR from the server's system error
+    (realtime-py then rejoins by itself; the server never retries on its own)."""
+    table = f"rt_unpub_{uuid.uuid4().hex[:8]}"
+    admin_conn.execute(f"create table public.{table} (id int primary key)")
+
+    async def body(sb: AsyncClient) -> None:
+        rec = Recorder()
+        channel = sb.channel("unpublished")
+        channel.on_postgres_changes("INSERT", rec.on_change, table=table)
+        channel.on_system(rec.on_system)
+        await channel.subscribe(rec.on_state)
+        assert rec.states[-1][1] == "SUBSCRIBED"
+        await rec.wait_state("CHANNEL_ERROR")
+        error = next(e for _, s, e in rec.states if s == "CHANNEL_ERROR")
+        assert error is not None and "Unable to subscribe to changes" in error
+        assert table in error and not rec.systems  # never "Subscribed to PostgreSQL"
+
+    try:
+        run(with_client(stack_state, stack_state.keys.service_role_key, body))
+    finally:
+        admin_conn.execute(f"drop table public.{table}")
+
 def test_filters_select_rows(stack_state: StackState, admin_conn: psycopg.Connection[Any]) -> None:
     a = create_generation(admin_conn, None, width=512)
     b = create_generation(admin_conn, None, width=1024)
@@ -212,19 +235,22 @@ def test_filters_select_rows(stack_state: StackState, admin_conn: psycopg.Connec
                                     filter="width=gt.600")
         channel.on_postgres_changes("UPDATE", done.on_change, table="image_generations",  # type: ignore[arg-type]
                                     filter="status=in.(completed,failed)")
+        channel.on_system(by_id.on_system)
         await channel.subscribe(by_id.on_state)
         assert by_id.states[-1][1] == "SUBSCRIBED"
+        await by_id.wait_subscribed()
         db = await connect_db(stack_state)
         async with db:
-            for gid, status in ((b, "completed"), (a, "failed"), (b, "queued"), (a, "queued")):
+            # (A finished generation stays finished: the terminal statuses come last.)
+            for gid, status in ((b, "queued"), (a, "queued"), (b, "completed"), (a, "failed")):
                 await db.execute("update public.image_generations set status = %s "
                                  "where id = %s", [status, gid])
-            await by_id.wait_for(is_event("UPDATE", id=a, status="queued"))
+            await by_id.wait_for(is_event("UPDATE", id=a, status="failed"))
 
         assert [(e["record"]["id"], e["record"]["status"]) for e in by_id.events] == [
-            (a, "failed"), (a, "queued")]
+            (a, "queued"), (a, "failed")]
         assert [(e["record"]["id"], e["record"]["status"]) for e in wide.events] == [
-            (b, "completed"), (b, "queued")]
+            (b, "queued"), (b, "completed")]
         assert [(e["record"]["id"], e["record"]["status"]) for e in done.events] == [
             (b, "completed"), (a, "failed")]
 
@@ -380,6 +406,7 @@ def test_supabase_py_resubscribes_after_a_drop(stack_state: StackState) -> None:
         assert resp.json()["dropped"] >= 1
         await rec.wait_state("CHANNEL_ERROR", after=dropped_at)
         await rec.wait_state("SUBSCRIBED", after=dropped_at)
+        await rec.wait_subscribed(after=dropped_at)
         db = await connect_db(stack_state)
         async with db:
             cur = await db.execute("insert into public.job_queue (job_type) values "

@@ -31,6 +31,12 @@ def status(channel: str, value: str) -> Any:
     return lambda i: i.get("kind") == "status" and i["channel"] == channel and i["status"] == value
 
 
+def subscribed(channel: str) -> Any:
+    """The server's confirmation that changes now flow (after the SUBSCRIBED status)."""
+    return lambda i: (i.get("kind") == "system" and i["channel"] == channel
+                      and i["status"] == "ok" and i["message"] == "Subscribed to PostgreSQL")
+
+
 def change(channel: str, event: str, **new: Any) -> Any:
     def pred(i: dict[str, Any]) -> bool:
         if i.get("kind") != "change" or i["channel"] != channel or i["eventType"] != event:
@@ -56,6 +62,7 @@ def js_setup(stack_state: StackState, admin_conn: psycopg.Connection[Any]
     try:
         for name in CHANNELS:
             js.expect(status(name, "SUBSCRIBED"))
+            js.expect(subscribed(name))
         yield js, rows
     finally:
         js.close()
@@ -107,6 +114,7 @@ def test_supabase_js_resubscribes_after_drop(
         assert "1006" in (err["error"] or "")  # an abrupt close, no close frame
         back = js.expect(status(name, "SUBSCRIBED"), after=dropped_at)
         assert back["_mono"] - dropped_at < 8  # realtime-js retries after 1 s, then 2, 5, 10
+        js.expect(subscribed(name), after=dropped_at)
     admin_conn.execute("update public.image_generations set status = 'completed' where id = %s",
                        [rows["gen"]])
     js.expect(change("gen", "UPDATE", id=rows["gen"], status="completed"))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from devstack.realtime.bindings import BindingError, RowFilter, binding_id, pars
 from devstack.realtime.changes import format_commit_timestamp, wal2json_table
 from devstack.stack import StackState
 from tests.stack.realtime_support import create_generation, create_user
+from tests.support import StackControl
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -138,6 +140,7 @@ def test_v1_heartbeat_join_duplicate_join_leave(stack_state: StackState) -> None
         # A second join on the topic replaces the first subscription.
         reply = await w.join("realtime:raw", "2", {"postgres_changes": [filtered]})
         only_id = reply[4]["response"]["postgres_changes"][0]["id"]
+        await w.recv(lambda f: f[3] == "system" and f[0] == "2")  # the new subscription
         job_id = await asyncio.to_thread(insert_job, stack_state)
         event = await w.recv(lambda f: change_on("realtime:raw")(f)
                              and f[4]["data"].get("record", {}).get("id") == job_id)
@@ -185,6 +188,93 @@ def test_v1_join_errors(stack_state: StackState) -> None:
     run_ws(stack_state, stack_state.keys.service_role_key, protocol.V1, body)
 
 
+def _system(topic: str) -> Callable[[tuple[Any, ...]], bool]:
+    return lambda f: f[3] == "system" and f[2] == topic
+
+
+def test_join_is_answered_before_the_subscription_exists(
+    stack_state: StackState, control: StackControl
+) -> None:
+    """As the real server: ok to phx_join at once, "Subscribed to PostgreSQL" once the
+    subscription exists; a row committed in between is never delivered."""
+    control.settings(realtime_subscribe_delay=1.5)
+
+    async def body(w: Wire) -> None:
+        await w.join("realtime:ready", "1", {"postgres_changes": [JOBS]})
+        replied = time.monotonic()
+        early = await asyncio.to_thread(insert_job, stack_state)
+        system = await w.recv(_system("realtime:ready"))
+        assert time.monotonic() - replied >= 1.4
+        assert system[4]["message"] == "Subscribed to PostgreSQL"
+        late = await asyncio.to_thread(insert_job, stack_state)
+        event = await w.recv(change_on("realtime:ready"))
+        assert event[4]["data"]["record"]["id"] == late  # the first change it gets
+        assert all(f[4]["data"]["record"]["id"] != early for f in w.seen
+                   if f[3] == "postgres_changes")
+
+    run_ws(stack_state, stack_state.keys.service_role_key, protocol.V1, body)
+
+
+def test_a_table_outside_the_publication_gets_the_servers_error_and_no_retry(
+    stack_state: StackState, admin_conn: psycopg.Connection[Any]
+) -> None:
+    table = f"rt_unpub_{uuid.uuid4().hex[:8]}"
+    admin_conn.execute(f"create table public.{table} (id int primary key)")
+    binding = {"event": "INSERT", "schema": "public", "table": table}
+    filtered = {"event": "*", "schema": "public", "table": table, "filter": "id=eq.5"}
+
+    async def body(w: Wire) -> None:
+        reply = await w.join("realtime:unpub", "1", {"postgres_changes": [binding]})
+        assert reply[4]["status"] == "ok"  # the join itself succeeds
+        error = await w.recv(_system("realtime:unpub"))
+        assert error[1] is None and error[4] == {
+            "channel": "unpub", "extension": "postgres_changes", "status": "error",
+            "message": "Unable to subscribe to changes with given parameters. Please check "
+                       "Realtime is enabled for the given connect parameters: [event: INSERT, "
+                       f"schema: public, table: {table}, filters: [], select: nil]"}
+        await w.join("realtime:unpub2", "2", {"postgres_changes": [filtered]})
+        error = await w.recv(_system("realtime:unpub2"))
+        assert error[4]["message"].endswith(
+            f'[event: *, schema: public, table: {table}, filters: [{{"id", "eq", "5", false}}], '
+            "select: nil]")
+        # No retry: publishing the table now does not revive the channel.
+        admin_conn.execute(f"alter publication supabase_realtime add table public.{table}")
+        admin_conn.execute(f"insert into public.{table} values (5)")
+        with pytest.raises(TimeoutError):
+            await w.recv(lambda f: f[2] in ("realtime:unpub", "realtime:unpub2")
+                         and f[3] in ("system", "postgres_changes"), timeout=2.0)
+        # A new join does subscribe.
+        await w.join("realtime:pub", "3", {"postgres_changes": [binding]})
+        assert (await w.recv(_system("realtime:pub")))[4]["status"] == "ok"
+        admin_conn.execute(f"insert into public.{table} values (6)")
+        assert (await w.recv(change_on("realtime:pub")))[4]["data"]["record"] == {"id": 6}
+
+    try:
+        run_ws(stack_state, stack_state.keys.service_role_key, protocol.V1, body)
+    finally:
+        admin_conn.execute(f"drop table public.{table}")
+
+
+def test_sb_keys_are_taken_as_the_tenant_token(stack_state: StackState) -> None:
+    async def body(w: Wire) -> None:
+        await w.join("realtime:sb", "1", {"postgres_changes": [JOBS]},
+                     token=stack_state.keys.secret_key)
+        assert (await w.recv(_system("realtime:sb")))[4]["status"] == "ok"
+        job_id = await asyncio.to_thread(insert_job, stack_state)
+        event = await w.recv(change_on("realtime:sb"))
+        assert event[4]["data"]["record"]["id"] == job_id  # service_role: sees the queue
+
+    run_ws(stack_state, stack_state.keys.publishable_key, protocol.V1, body)
+
+    async def refused() -> None:
+        with pytest.raises(InvalidStatus) as bad:
+            async with connect(ws_url(stack_state, "sb_publishable_nope", protocol.V1)):
+                pass
+        assert bad.value.response.status_code == 401
+
+    asyncio.run(refused())
+
+
 def test_bad_apikey_or_vsn_refuses_the_handshake(stack_state: StackState) -> None:
     async def main() -> None:
         with pytest.raises(InvalidStatus) as bad_key:
@@ -223,6 +313,8 @@ def test_v2_access_token_upgrades_an_anonymous_channel(
         sentinel = await w.join("realtime:jobs", "3", {"postgres_changes": [JOBS]},
                                 token=stack_state.keys.service_role_key)
         assert sentinel[4]["status"] == "ok"
+        for topic in ("realtime:gen", "realtime:jobs"):  # both subscriptions exist
+            assert (await w.recv(_system(topic)))[4]["status"] == "ok"
         await asyncio.to_thread(touch)
         job_id = await asyncio.to_thread(insert_job, stack_state)
         await w.recv(lambda f: change_on("realtime:jobs")(f)

@@ -79,7 +79,9 @@ def js_update(status: str) -> Any:
 
 
 def js_subscribed(i: dict[str, Any]) -> bool:
-    return i.get("kind") == "status" and i["status"] == "SUBSCRIBED"
+    """The server's "Subscribed to PostgreSQL" (it follows the client's SUBSCRIBED)."""
+    return (i.get("kind") == "system" and i["status"] == "ok"
+            and i["message"] == "Subscribed to PostgreSQL")
 
 
 def test_clients_across_server_restarts(restart_stack: tuple[Stack, StackState]) -> None:
@@ -113,7 +115,9 @@ async def _scenario(stack: Stack, st: StackState, js: JsClient, gen: str,
     channel = sb.channel("watch")
     channel.on_postgres_changes("UPDATE", rec.on_change, table="image_generations",  # type: ignore[arg-type]
                                 filter=f"id=eq.{gen}")
+    channel.on_system(rec.on_system)
     await channel.subscribe(rec.on_state)
+    await rec.wait_subscribed()
     await asyncio.to_thread(js.expect, js_subscribed)
     report: dict[str, Any] = {}
     try:
@@ -124,6 +128,7 @@ async def _scenario(stack: Stack, st: StackState, js: JsClient, gen: str,
         t_up = time.monotonic()
         js_back = (await asyncio.to_thread(js.expect, js_subscribed, 30.0, t0))["_mono"]
         py_back = await rec.wait_state("SUBSCRIBED", after=t0, timeout=30)
+        await rec.wait_subscribed(after=t0)
         await asyncio.to_thread(set_status, "queued")
         await rec.wait_for(is_update("queued"))
         await asyncio.to_thread(js.expect, js_update("queued"))
@@ -194,7 +199,9 @@ def test_events_resume_after_postgres_restarts(restart_stack: tuple[Stack, Stack
         try:
             channel = sb.channel("jobs")
             channel.on_postgres_changes("INSERT", rec.on_change, table="job_queue")  # type: ignore[arg-type]
+            channel.on_system(rec.on_system)
             await channel.subscribe(rec.on_state)
+            await rec.wait_subscribed()
             first = await asyncio.to_thread(insert_job, 1)
             await rec.wait_for(lambda e: e["record"]["id"] == first)
             slot_before = await asyncio.to_thread(our_slot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from tests.stack.rest_support import (
     fetch_value,
     rest,
     rest_objects,
+    wait_for_schema,
 )
 
 
@@ -294,8 +296,8 @@ def test_embedding_generations_and_images(svc: Any, stack_state: StackState) -> 
         uid = create_user(conn)
         gen = fetch_value(
             conn,
-            "insert into public.image_generations (user_id, prompt, status) "
-            "values (%s, 'a cat', 'completed') returning id::text",
+            "insert into public.image_generations (user_id, prompt, model, status) "
+            "values (%s, 'a cat', 'FLUX Schnell', 'completed') returning id::text",
             (uid,),
         )
         conn.execute(
@@ -625,9 +627,14 @@ def test_payload_profile_and_method_errors(
     assert r.status_code == 401 and r.json()["message"] == "No API key found in request"
 
 
-def test_schema_changes_are_seen(svc: Any, objs: RestObjects, stack_state: StackState) -> None:
+def test_schema_changes_are_served_once_the_ddl_notify_reloaded_the_cache(
+    svc: Any, objs: RestObjects, stack_state: StackState
+) -> None:
+    """As on hosted: the migration's DDL fires pgrst_ddl_watch (NOTIFY pgrst), PostgREST
+    reloads its schema cache a moment later; until then the new objects are unknown."""
     assert svc.table(objs.items).select("id").eq("id", 1).execute().data == [{"id": 1}]
     late = f"{objs.prefix}_late"
+    key = stack_state.keys.service_role_key
     with admin_connect(stack_state) as conn:
         conn.execute("set role postgres")
         conn.execute(f'create table public."{late}" (id int primary key, v text)')
@@ -637,7 +644,11 @@ def test_schema_changes_are_seen(svc: Any, objs: RestObjects, stack_state: Stack
             f'create function public."{objs.prefix}_late_fn"(x int) returns int '
             "language sql as 'select x * 2'"
         )
+        too_early = rest(stack_state, "POST", f"/rpc/{objs.prefix}_late_fn", key=key,
+                         json={"x": 21})
     try:
+        assert (too_early.status_code, too_early.json()["code"]) == (404, "PGRST202")
+        wait_for_schema(stack_state, f"/{late}", f"/rpc/{objs.prefix}_late_fn")
         assert svc.table(late).select("*").execute().data == [{"id": 1, "v": "one"}]
         assert svc.table(objs.items).select("extra").eq("id", 1).execute().data == [{"extra": "e"}]
         assert svc.rpc(f"{objs.prefix}_late_fn", {"x": 21}).execute().data == 42
@@ -646,6 +657,32 @@ def test_schema_changes_are_seen(svc: Any, objs: RestObjects, stack_state: Stack
             conn.execute("set role postgres")
             conn.execute(f'drop table public."{late}"')
             conn.execute(f'alter table public."{objs.items}" drop column extra')
+
+
+def test_schema_cache_reloads_only_when_notified(
+    objs: RestObjects, stack_state: StackState
+) -> None:
+    """No reload on a miss and none on a timer: without NOTIFY pgrst, a new function stays
+    unknown (PGRST202, 404) however long one waits."""
+    fn = f"{objs.prefix}_unannounced"
+    key = stack_state.keys.service_role_key
+    time.sleep(1.0)  # past any reload still due from earlier tests' DDL
+    with admin_connect(stack_state) as conn:
+        conn.execute("alter event trigger pgrst_ddl_watch disable")
+        try:
+            conn.execute("set role postgres")
+            conn.execute(f'create function public."{fn}"() returns int language sql as $$ select 7 $$')
+            conn.execute("reset role")
+        finally:
+            conn.execute("alter event trigger pgrst_ddl_watch enable")
+        for _ in range(3):  # well past the reload delay, and a miss each time
+            time.sleep(0.4)
+            missed = rest(stack_state, "POST", f"/rpc/{fn}", key=key, json={})
+            assert (missed.status_code, missed.json()["code"]) == (404, "PGRST202")
+        conn.execute("notify pgrst, 'reload schema'")
+    wait_for_schema(stack_state, f"/rpc/{fn}")
+    served = rest(stack_state, "POST", f"/rpc/{fn}", key=key, json={})
+    assert (served.status_code, served.json()) == (200, 7)
 
 
 def test_views_stripped_nulls_and_root(

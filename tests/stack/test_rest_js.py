@@ -31,7 +31,8 @@ def test_supabase_js_against_rest(stack_state: StackState) -> None:
     with admin_connect(stack_state) as conn:
         uid = create_user(conn)
         generation = conn.execute(
-            "insert into public.image_generations (user_id, prompt) values (%s, 'js') "
+            "insert into public.image_generations (user_id, prompt, model)"
+            " values (%s, 'js', 'FLUX Schnell') "
             "returning id::text",
             (uid,),
         ).fetchone()

@@ -18,7 +18,7 @@ from devstack.stack import StackState
 from tests.support import Fake, Picture, running_worker, wait_until
 from tests.webhooks.conftest import Hook, create_prediction, get_prediction
 
-pytestmark = pytest.mark.usefixtures("quiet_queue")
+pytestmark = pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")
 
 
 def _finished_prediction(state: StackState, prompt: str) -> dict[str, Any]:

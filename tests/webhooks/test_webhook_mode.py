@@ -13,7 +13,7 @@ import pytest
 from devstack.stack import StackState
 from tests.support import Fake, Picture, running_worker, wait_until
 
-pytestmark = pytest.mark.usefixtures("quiet_queue")
+pytestmark = pytest.mark.usefixtures("quiet_queue", "no_in_flight_limit")
 
 DONE = ("completed", "failed", "cancelled")
 

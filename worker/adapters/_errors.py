@@ -16,17 +16,20 @@ from tenacity import (
     stop_after_delay,
 )
 
-from worker.errors import LeaseLost, PermanentError, RetryableError
+from worker.errors import GenerationClosed, LeaseLost, PermanentError, RetryableError
 from worker.retry import http_backoff
 
 T = TypeVar("T")
 
 LEASE_LOST = "PW001"
+GENERATION_CLOSED = "PT410"  # images refused for a cancelled, failed or deleted generation
 
 
 def _status_of(exc: APIError) -> int | None:
+    """The HTTP status postgrest-py puts in ``code`` when the body was not JSON (three
+    digits); a SQLSTATE has five characters, digits or not (23514, 22023, 40001)."""
     code = str(exc.code or "")
-    return int(code) if code.isdigit() else None
+    return int(code) if len(code) == 3 and code.isdigit() else None
 
 
 def translate(exc: BaseException, what: str) -> Exception:
@@ -35,6 +38,8 @@ def translate(exc: BaseException, what: str) -> Exception:
         code = str(exc.code or "")
         if code == LEASE_LOST:
             return LeaseLost(f"{what}: {exc.message}")
+        if code == GENERATION_CLOSED:
+            return GenerationClosed(f"{what}: {exc.message}")
         status = _status_of(exc)
         detail = f"{what} failed: {exc.message or exc.details} (code {code or 'unknown'})"
         if code.startswith("PGRST0"):

@@ -6,7 +6,7 @@ heartbeat_job, ...); generations and images through the table API.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -164,14 +164,18 @@ class SupabaseGenerations:
         return rows[0] if rows else None
 
     def update(
-        self, generation_id: str, fields: Mapping[str, Any], *, unless_status: Sequence[str] = ()
+        self,
+        generation_id: str,
+        fields: Mapping[str, object],
+        *,
+        unless_status: Collection[str] = (),
     ) -> Row | None:
         def run() -> Any:
             query = (
                 self._client.table("image_generations").update(dict(fields)).eq("id", generation_id)
             )
             if unless_status:
-                query = query.not_.in_("status", list(unless_status))
+                query = query.not_.in_("status", sorted(unless_status))
             return query.execute().data
 
         rows = _rows(call("update generation", run))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from worker.context import Handler
 from worker.handlers import cleanup_storage, download_image, generate_image, process_webhook
-from worker.handlers.base import Handler
+from worker.jobs import CLEANUP_STORAGE, DOWNLOAD_IMAGE, GENERATE_IMAGE, PROCESS_WEBHOOK
 
 HANDLERS: dict[str, Handler] = {
-    "generate-image": generate_image.handle,
-    "download-image": download_image.handle,
-    "process-webhook": process_webhook.handle,
-    "cleanup-storage": cleanup_storage.handle,
+    GENERATE_IMAGE: generate_image.handle,
+    DOWNLOAD_IMAGE: download_image.handle,
+    PROCESS_WEBHOOK: process_webhook.handle,
+    CLEANUP_STORAGE: cleanup_storage.handle,
 }

@@ -10,7 +10,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from worker.handlers.base import JobContext
+from worker.context import JobContext
+from worker.statuses import GenerationStatus
 
 _NAME = re.compile(r"^[^/]+/(?P<gid>[0-9a-fA-F-]{36})\.[a-z]+$")
 
@@ -28,7 +29,7 @@ def handle(ctx: JobContext) -> Mapping[str, Any]:
     doomed = [
         path
         for gid, group in by_generation.items()
-        if statuses.get(gid) in (None, "failed")
+        if statuses.get(gid) in (None, GenerationStatus.FAILED)
         for path in group
     ]
     ctx.check()

@@ -12,7 +12,7 @@ Two sources, one outcome:
   (``GET /v1/predictions/{id}``).
 
 Then, exactly as polling would: succeeded -> enqueue download-image and mark the generation
-`downloading` (``advance_after_prediction``); failed / canceled / aborted or no output ->
+`downloading` (``worker.lifecycle.advance``); failed / canceled / aborted or no output ->
 the generation `failed` with the reason (the job itself completes: a model failure is
 not a reason to retry the delivery). A prediction still running is a no-op (a check
 touches the generation, so the next check waits WORKER_WEBHOOK_CHECK_AFTER again).
@@ -30,13 +30,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from worker import lifecycle
+from worker.context import JobContext, required
 from worker.errors import InvalidInput, RetryableError
-from worker.handlers.base import JobContext, required
-from worker.handlers.generate_image import advance_after_prediction, failure_message
-from worker.replicate.client import Prediction
+from worker.ports import Prediction
+from worker.statuses import GENERATION_ADVANCED, GenerationStatus
 from worker.webhooks import WebhookSignatureError, verify_signature
-
-ALREADY_ADVANCED = ("downloading", "completed", "failed", "cancelled")
 
 
 def handle(ctx: JobContext) -> Mapping[str, Any]:
@@ -106,10 +105,7 @@ def _delivered(ctx: JobContext, payload: Mapping[str, Any]) -> Prediction | None
 
 
 def _fetch(ctx: JobContext, prediction_id: str) -> Prediction:
-    found = ctx.services.model.get_prediction(prediction_id)
-    if isinstance(found, Prediction):
-        return found
-    return Prediction.from_json(found.raw)
+    return ctx.services.model.get_prediction(prediction_id)
 
 
 # -- what it does to the generation ------
@@ -124,35 +120,29 @@ def _advance(ctx: JobContext, prediction: Prediction, source: str) -> dict[str, 
         return {"skipped": "no generation for this prediction"}
     gid = str(gen["id"])
     status = str(gen["status"])
-    if status in ALREADY_ADVANCED:
+    if status in GENERATION_ADVANCED:
         ctx.log("webhook.duplicate", "generation %s already %s", gid, status)
         return {"generation_id": gid, "skipped": f"generation already {status}"}
     if not prediction.terminal:
         if source == "fetch":
             # Still running: touch the row (updated_at) so the next check waits again.
             touch = {"replicate_prediction_id": prediction.id}
-            gens.update(gid, touch, unless_status=ALREADY_ADVANCED)
+            gens.update(gid, touch, unless_status=GENERATION_ADVANCED)
         ctx.log("webhook.running", "prediction %s is still %s", prediction.id, prediction.status)
         return {"generation_id": gid, "skipped": f"prediction still {prediction.status}"}
-    if prediction.status == "succeeded" and prediction.output_urls:
+    if prediction.succeeded and prediction.output_urls:
         model_id = str(prediction.raw.get("model") or gen.get("model") or "")
-        advanced = advance_after_prediction(
+        advanced = lifecycle.advance(
             ctx, gid, gen, prediction, model_id, (gen.get("width"), gen.get("height"))
         )
         return {"generation_id": gid, **advanced}
-    message = failure_message(prediction)
-    if prediction.status == "succeeded":
-        message = (
-            "the prediction's output was removed before it was downloaded"
-            if prediction.raw.get("data_removed")
-            else "the model finished without an output image"
-        )
+    message = lifecycle.failure_message(prediction)
     return _fail(ctx, gid, prediction.id, message, prediction.status)
 
 
 def _gone(ctx: JobContext, prediction_id: str, reason: str) -> Mapping[str, Any]:
     gen = ctx.services.generations.find_by_prediction(prediction_id)
-    if gen is None or gen["status"] in ALREADY_ADVANCED:
+    if gen is None or gen["status"] in GENERATION_ADVANCED:
         return {"prediction_id": prediction_id, "skipped": "nothing to advance"}
     message = f"the prediction {prediction_id} cannot be read from Replicate ({reason})"
     return {
@@ -166,23 +156,23 @@ def _fail(
     ctx: JobContext, gid: str, prediction_id: str, message: str, prediction_status: str
 ) -> dict[str, Any]:
     fields = {
-        "status": "failed",
+        "status": GenerationStatus.FAILED,
         "error_message": message,
         "completed_at": datetime.now(UTC).isoformat(),
     }
-    row = ctx.services.generations.update(gid, fields, unless_status=ALREADY_ADVANCED)
+    row = ctx.services.generations.update(gid, fields, unless_status=GENERATION_ADVANCED)
     ctx.log(
         "prediction.failed",
         "prediction %s ended %s: generation %s %s",
         prediction_id,
         prediction_status,
         gid,
-        "failed" if row is not None else "had already moved on",
+        GenerationStatus.FAILED if row is not None else "had already moved on",
         level=logging.WARNING,
     )
     return {
         "generation_id": gid,
         "prediction_status": prediction_status,
-        "generation_status": "failed" if row is not None else "unchanged",
+        "generation_status": GenerationStatus.FAILED if row is not None else "unchanged",
         "error": message,
     }

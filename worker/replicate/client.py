@@ -47,13 +47,12 @@ from worker.errors import (
     InvalidInput,
     JobCancelled,
     PermanentError,
-    PredictionFailed,
     ProviderBusy,
     RetryableError,
 )
-from worker.replicate.prediction import TERMINAL_STATUSES, Prediction
+from worker.ports import Prediction
 
-__all__ = ["TERMINAL_STATUSES", "Prediction", "ReplicateClient", "RetryPolicy"]
+__all__ = ["Prediction", "ReplicateClient", "RetryPolicy"]
 
 logger = logging.getLogger(__name__)
 
@@ -299,23 +298,9 @@ class ReplicateClient:
             self._sleep(min(0.25, end - now, deadline - now))
 
     def _settle(self, p: Prediction) -> bool:
-        details = {"prediction_id": p.id, "status": p.status, "error": p.error}
-        if p.status == "failed":
-            raise PredictionFailed(
-                f"the model failed: {p.error or 'no error message'}", details=details
-            )
-        if p.status == "canceled":
-            with self._lock:
-                ours = p.id in self._cancelled
-            if ours:
-                raise JobCancelled(f"prediction {p.id} was cancelled")
-            raise PredictionFailed(f"prediction {p.id} was canceled", details=details)
-        if p.status == "aborted":
-            raise RetryableError(
-                f"prediction {p.id} was aborted: its deadline passed before it started",
-                details=details,
-            )
-        return p.settled
+        with self._lock:
+            ours = p.id in self._cancelled
+        return p.settle(cancelled_here=ours)
 
     @staticmethod
     def _checked_id(prediction_id: str) -> str:

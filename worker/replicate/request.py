@@ -17,26 +17,36 @@ DEFAULT_SIDE = 1024
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """What to generate; built from a ``generate-image`` job payload.
+class GenerationParams:
+    """The parameters of one generation as a client gives them (the ``generate-image``
+    payload of SPEC section 4; start-generation's body is these plus ``style``). ``None``
+    means "not given"."""
+
+    prompt: str
+    model_id: str
+    model_version: str | None = None
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    source_image_url: str | None = None
+    strength: float | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest(GenerationParams):
+    """What to generate; built from a ``generate-image`` job payload, with the size decided.
 
     ``source_image`` is the img2img source as a data URI, set by the caller after fetching
     ``source_image_url`` safely. img2img applies only when it is set and ``strength`` is
     not None.
     """
 
-    prompt: str
-    model_id: str
-    model_version: str | None = None
-    negative_prompt: str | None = None
     width: int = DEFAULT_SIDE
     height: int = DEFAULT_SIDE
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    seed: int | None = None
     source_image: str | None = None
-    strength: float | None = None
-    source_image_url: str | None = None
 
     @property
     def wants_img2img(self) -> bool:

@@ -52,7 +52,7 @@ class AdminApi:
         self.ctx = ctx
 
     async def create_user(self, request: Request) -> Response:
-        require_admin(self.ctx.keys, request)
+        require_admin(self.ctx.keyring, request)
         changes = _changes(await read_json(request))
         if "email" not in changes:
             raise errors.validation_failed("Unable to validate email address: invalid format")
@@ -72,7 +72,7 @@ class AdminApi:
         return json_response(users.user_json(user))
 
     async def list_users(self, request: Request) -> Response:
-        require_admin(self.ctx.keys, request)
+        require_admin(self.ctx.keyring, request)
         try:
             page = max(1, int(request.query_params.get("page") or 1))
             per_page = min(1000, max(1, int(request.query_params.get("per_page") or 50)))
@@ -83,7 +83,7 @@ class AdminApi:
         return json_response({"users": [users.user_json(r) for r in rows], "aud": "authenticated"})
 
     async def get_user(self, request: Request) -> Response:
-        require_admin(self.ctx.keys, request)
+        require_admin(self.ctx.keyring, request)
         async with self.ctx.admin.connection() as conn, conn.transaction():
             user = await users.get(conn, _user_id(request))
         if user is None:
@@ -91,7 +91,7 @@ class AdminApi:
         return json_response(users.user_json(user))
 
     async def update_user(self, request: Request) -> Response:
-        require_admin(self.ctx.keys, request)
+        require_admin(self.ctx.keyring, request)
         changes = _changes(await read_json(request))
         async with self.ctx.admin.connection() as conn, conn.transaction():
             user = await users.update(conn, _user_id(request), changes)
@@ -100,7 +100,7 @@ class AdminApi:
         return json_response(users.user_json(user))
 
     async def delete_user(self, request: Request) -> Response:
-        require_admin(self.ctx.keys, request)
+        require_admin(self.ctx.keyring, request)
         async with self.ctx.admin.connection() as conn, conn.transaction():
             deleted = await users.delete(conn, _user_id(request))
         if not deleted:

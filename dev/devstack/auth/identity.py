@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from devstack.auth import errors, sessions, users
 from devstack.context import StackContext
-from devstack.keys import InvalidToken, StackKeys
+from devstack.keys import InvalidToken, KeyRing
 
 ADMIN_ROLES = frozenset({"service_role", "supabase_admin"})
 
@@ -21,7 +21,7 @@ def bearer(request: Request) -> str | None:
     return None
 
 
-def require_api_key(keys: StackKeys, request: Request) -> dict[str, Any]:
+def require_api_key(keys: KeyRing, request: Request) -> dict[str, Any]:
     """Like the API gateway in front of GoTrue: an ``apikey`` (else Bearer) that verifies."""
     key = request.headers.get("apikey") or bearer(request)
     if not key:
@@ -32,7 +32,7 @@ def require_api_key(keys: StackKeys, request: Request) -> dict[str, Any]:
         raise errors.AuthError(401, "invalid_api_key", "Invalid API key") from exc
 
 
-def require_admin(keys: StackKeys, request: Request) -> None:
+def require_admin(keys: KeyRing, request: Request) -> None:
     token = bearer(request)
     if token is None:
         raise errors.no_authorization()
@@ -52,7 +52,7 @@ async def current_user(
     if token is None:
         raise errors.no_authorization()
     try:
-        claims = ctx.keys.verify(token)
+        claims = ctx.keyring.verify(token)
     except InvalidToken as exc:
         detail = "token is expired" if exc.code == "PGRST303" else exc.message
         raise errors.bad_jwt(detail) from exc

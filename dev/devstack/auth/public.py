@@ -47,7 +47,7 @@ class PublicApi:
         self.autoconfirm = autoconfirm
 
     async def signup(self, request: Request) -> Response:
-        require_api_key(self.ctx.keys, request)
+        require_api_key(self.ctx.keyring, request)
         body = await read_json(request)
         email = users.normalize_email(body.get("email"))
         password = users.check_password(body.get("password"))
@@ -71,7 +71,7 @@ class PublicApi:
         return json_response(self.signer.session_json(user, session_id, refresh, int(time.time())))
 
     async def token(self, request: Request) -> Response:
-        require_api_key(self.ctx.keys, request)
+        require_api_key(self.ctx.keyring, request)
         grant = request.query_params.get("grant_type")
         body = await read_json(request)
         if grant == "password":
@@ -112,12 +112,12 @@ class PublicApi:
         )
 
     async def get_user(self, request: Request) -> Response:
-        require_api_key(self.ctx.keys, request)
+        require_api_key(self.ctx.keyring, request)
         user, _claims = await current_user(self.ctx, request)
         return json_response(users.user_json(user))
 
     async def update_user(self, request: Request) -> Response:
-        require_api_key(self.ctx.keys, request)
+        require_api_key(self.ctx.keyring, request)
         user, _claims = await current_user(self.ctx, request)
         body = await read_json(request)
         changes: dict[str, Any] = {}
@@ -134,7 +134,7 @@ class PublicApi:
         return json_response(users.user_json(updated))
 
     async def logout(self, request: Request) -> Response:
-        require_api_key(self.ctx.keys, request)
+        require_api_key(self.ctx.keyring, request)
         user, claims = await current_user(self.ctx, request)
         scope = request.query_params.get("scope", "global")
         if scope not in ("global", "local", "others"):
@@ -147,7 +147,7 @@ class PublicApi:
         return Response(status_code=204)
 
     async def settings(self, request: Request) -> Response:
-        require_api_key(self.ctx.keys, request)
+        require_api_key(self.ctx.keyring, request)
         return json_response(
             {
                 "external": {"email": True, "phone": False, "anonymous_users": False},
@@ -166,7 +166,7 @@ class PublicApi:
 
     async def jwks(self, _request: Request) -> Response:
         # Open like Supabase's: JWT verifiers (PyJWKClient, jose) fetch it without headers.
-        return json_response(self.ctx.keys.jwks())
+        return json_response(self.ctx.keyring.jwks())
 
     def routes(self) -> list[Route]:
         return [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from psycopg.rows import dict_row
 
 from devstack.auth import errors
 from devstack.auth.users import user_json
-from devstack.keys import StackKeys
+from devstack.keys import KeyRing
 
 ACCESS_TOKEN_TTL = 3600
 SUPPORTED_ALGS = ("HS256", "ES256")
@@ -28,9 +29,9 @@ SUPPORTED_ALGS = ("HS256", "ES256")
 
 @dataclass(frozen=True)
 class TokenSigner:
-    keys: StackKeys
+    keys: KeyRing
     issuer: str  # <public_url>/auth/v1
-    alg: str = "HS256"
+    alg: Callable[[], str]  # read per token: the stack's jwt_alg switch applies at once
 
     def access_token(
         self, user: dict[str, Any], session_id: uuid.UUID, auth_time: int
@@ -53,7 +54,7 @@ class TokenSigner:
             "session_id": str(session_id),
             "is_anonymous": bool(user["is_anonymous"]),
         }
-        return self.keys.sign(claims, self.alg), exp
+        return self.keys.sign(claims, self.alg()), exp
 
     def session_json(
         self,

@@ -11,7 +11,9 @@ Replicate endpoints (same paths, headers and JSON as api.replicate.com/v1):
 
 Output files: ``GET /files/{prediction_id}/out-<n>.<ext>`` (like replicate.delivery).
 Control (not Replicate's): ``/v1/_fake/health``, ``/v1/_fake/config`` (GET/POST),
-``/v1/_fake/reset`` (POST), ``/v1/_fake/stats``. Prompt directives ``[fail] [nsfw] [abort]
+``/v1/_fake/reset`` (POST), ``/v1/_fake/stats``, ``/v1/_fake/predictions`` (every prediction
+in memory: its lifecycle timestamps, planned latency and the GETs, cancels and webhooks
+made about it). Prompt directives ``[fail] [nsfw] [abort]
 [slow:N] [422]`` make outcomes deterministic; see ``config.py``.
 """
 
@@ -174,10 +176,13 @@ class FakeReplicate:
         return pred
 
     async def get_prediction(self, request: Request) -> Response:
-        return JSONResponse(self.engine.body(self.lookup(request)))
+        pred = self.lookup(request)
+        pred.gets += 1
+        return JSONResponse(self.engine.body(pred))
 
     async def cancel_prediction(self, request: Request) -> Response:
         pred = self.lookup(request)
+        pred.cancels += 1
         self.engine.cancel(pred)
         return JSONResponse(self.engine.body(pred))
 
@@ -239,6 +244,10 @@ class FakeReplicate:
         stats["active"] = sum(1 for p in engine.store.values() if not p.terminal)
         return JSONResponse(stats)
 
+    async def fake_predictions(self, _r: Request) -> Response:
+        preds = sorted(self.engine.store.values(), key=lambda p: p.created)
+        return JSONResponse({"predictions": [p.record() for p in preds]})
+
     async def on_http_error(self, request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         self.engine.stats.request("unmatched", status)
@@ -287,6 +296,7 @@ class FakeReplicate:
                 "/v1/_fake/reset", c("_fake/reset", self.fake_reset, count=False), methods=["POST"]
             ),
             Route("/v1/_fake/stats", self.fake_stats, methods=["GET"]),
+            Route("/v1/_fake/predictions", self.fake_predictions, methods=["GET"]),
         ]
 
 

@@ -30,6 +30,8 @@ class FakeConfig(BaseModel):
     # Lifecycle timing: `starting` for queue_seconds, then `processing` for latency_seconds
     # (+- latency_jitter, uniformly), then the output appears; finalize_seconds later the
     # status turns `succeeded` (> 0 reproduces sync-mode "output present, still processing").
+    # The jitter has a generator of its own, seeded by random_seed: with the same seed the
+    # n-th prediction created gets the same latency in every run, whatever else draws.
     latency_seconds: float = Field(default=0.5, ge=0.0, le=3600.0)
     latency_jitter: float = Field(default=0.0, ge=0.0, le=3600.0)
     queue_seconds: float = Field(default=0.05, ge=0.0, le=3600.0)

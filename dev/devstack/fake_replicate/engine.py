@@ -40,6 +40,7 @@ class Engine:
         self.config = config or FakeConfig(webhook_secret=self.default_secret)
         self.stats = Stats()
         self.rng = random.Random(self.config.random_seed)
+        self.latency_rng = random.Random(self.config.random_seed)
         self.store = PredictionStore()
         self.sender = WebhookSender(lambda: self.config, lambda: self.stats, self.rng)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -85,12 +86,14 @@ class Engine:
         self.config = FakeConfig.model_validate(merged)
         if "random_seed" in patch:
             self.rng.seed(self.config.random_seed)
+            self.latency_rng.seed(self.config.random_seed)
         return self.config
 
     async def reset(self, *, forget_predictions: bool) -> None:
         self.config = FakeConfig(webhook_secret=self.default_secret)
         self.stats = Stats()
         self.rng.seed(None)
+        self.latency_rng.seed(None)
         if forget_predictions:
             for pred in self.store.clear():
                 cancel_task(pred)
@@ -114,7 +117,7 @@ class Engine:
             schema=schema,
             input=given,
             spec=images.output_spec(schema, given),
-            plan=make_plan(schema, given, self.config, self.rng),
+            plan=make_plan(schema, given, self.config, self.rng, self.latency_rng),
             created=now,
             deadline=now + cancel_after if cancel_after is not None else None,
             webhook=webhook,
@@ -217,6 +220,7 @@ class Engine:
     def _emit(self, pred: Prediction, event: str) -> None:
         if pred.webhook is None or event not in pred.events:
             return
+        pred.webhooks += 1
         body = json.dumps(self.body(pred)).encode()
         url = pred.webhook
         lock = pred.webhook_lock

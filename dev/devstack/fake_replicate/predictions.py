@@ -54,13 +54,19 @@ class Plan:
 
 
 def make_plan(
-    schema: ModelSchema, given: dict[str, Any], cfg: FakeConfig, rng: random.Random
+    schema: ModelSchema,
+    given: dict[str, Any],
+    cfg: FakeConfig,
+    rng: random.Random,
+    latency_rng: random.Random,
 ) -> Plan:
+    """``latency_rng`` draws the jitter only (one draw per prediction when jitter is on),
+    so the latency sequence under a seed does not depend on the other random choices."""
     prompt = given.get("prompt")
     d = Directives.parse(prompt)
     latency = d.slow if d.slow is not None else cfg.latency_seconds
     if d.slow is None and cfg.latency_jitter:
-        latency += rng.uniform(-cfg.latency_jitter, cfg.latency_jitter)
+        latency += latency_rng.uniform(-cfg.latency_jitter, cfg.latency_jitter)
     latency = max(0.0, latency)
     if d.abort:
         return Plan(latency, "aborted")
@@ -104,6 +110,9 @@ class Prediction:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # output present or terminal
     task: asyncio.Task[None] | None = None
     webhook_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    gets: int = 0  # GET /v1/predictions/{id} answered for this prediction
+    cancels: int = 0  # POST .../cancel answered for this prediction
+    webhooks: int = 0  # webhook deliveries scheduled (one per event sent)
 
     @property
     def terminal(self) -> bool:
@@ -147,6 +156,26 @@ class Prediction:
         if self.deadline is not None:
             body["deadline"] = iso(self.deadline)
         return body
+
+    def record(self) -> dict[str, Any]:
+        """What the control API's ``/_fake/predictions`` shows: the lifecycle as the API
+        reports it, the planned latency and the requests made about this prediction."""
+        metrics = self.to_json("")["metrics"]
+        return {
+            "id": self.id,
+            "model": self.schema.model,
+            "prompt": self.prompt,
+            "status": self.status,
+            "created_at": iso(self.created),
+            "started_at": iso(self.started),
+            "completed_at": iso(self.completed),
+            "predict_time": metrics.get("predict_time"),
+            "total_time": metrics.get("total_time"),
+            "planned_latency": round(self.plan.latency, 6),
+            "gets": self.gets,
+            "cancels": self.cancels,
+            "webhooks": self.webhooks,
+        }
 
 
 class PredictionStore:

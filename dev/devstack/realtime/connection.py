@@ -1,9 +1,11 @@
 """One Realtime websocket: its channels, its bounded send queue and the client's frames.
 
 Frames from the client are handled one at a time, in order; a bad frame is logged and
-skipped. Everything the server sends goes through a bounded queue drained by one writer
-task, so a slow client never blocks the hub: when its queue overflows the socket is
-dropped (closed without a close frame, the client sees 1006 and reconnects).
+skipped. A join is answered at once; its postgres_changes subscription is made a moment
+later, in a task of its own (devstack.realtime.subscription). Everything the server sends
+goes through a bounded queue drained by one writer task, so a slow client never blocks the
+hub: when its queue overflows the socket is dropped (closed without a close frame, the
+client sees 1006 and reconnects).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from devstack.realtime import protocol
 from devstack.realtime.bindings import Binding, BindingError, echo, parse_bindings
 from devstack.realtime.protocol import Message
 from devstack.realtime.rows import Identity
+from devstack.realtime.subscription import (
+    SUBSCRIBED,
+    first_unpublished,
+    published_tables,
+    unpublished_error,
+)
 
 if TYPE_CHECKING:
     from devstack.realtime.hub import RealtimeHub
@@ -34,7 +42,7 @@ MAX_CHANNELS = 100  # per socket, as on every Supabase plan
 class Channel:
     topic: str
     join_ref: str | None
-    bindings: list[Binding]
+    bindings: list[Binding]  # the live subscription: empty until it exists
     identity: Identity
     broadcast_self: bool = False
 
@@ -61,6 +69,7 @@ class Connection:
         self.finished = asyncio.Event()
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self._abort = asyncio.Event()
+        self._subscribing: set[asyncio.Task[None]] = set()
 
     # -- sending -----------------------------------------------------------------------
     def push(self, frame: str) -> bool:
@@ -96,9 +105,9 @@ class Connection:
         finally:
             self.closed = True
             self.channels.clear()
-            for task in tasks:
+            for task in (*tasks, *self._subscribing):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._subscribing, return_exceptions=True)
             self.finished.set()
         # Returning without websocket.close: the server closes the TCP connection.
 
@@ -167,7 +176,7 @@ class Connection:
         """The channel identity for an access_token; the apikey's when there is none."""
         if not isinstance(token, str) or not token:
             return self.apikey
-        claims = self.hub.keys.verify(token)
+        claims = self.hub.token_claims(token)
         if not isinstance(claims.get("role"), str):
             raise InvalidToken("PGRST301", "the JWT has no role claim")
         return Identity.from_claims(claims)
@@ -197,7 +206,7 @@ class Connection:
         channel = Channel(
             topic=msg.topic,
             join_ref=msg.join_ref or msg.ref,
-            bindings=bindings,
+            bindings=[],
             identity=identity,
             broadcast_self=isinstance(broadcast, dict) and broadcast.get("self") is True,
         )
@@ -206,9 +215,37 @@ class Connection:
                   len(bindings))
         self._reply(msg, "ok", {"postgres_changes": echo(bindings)} if bindings else {})
         if bindings:
-            self._system(channel, "postgres_changes", "Subscribed to PostgreSQL", "ok")
+            task = asyncio.create_task(self._subscribe(channel, bindings),
+                                       name="realtime-subscribe")
+            self._subscribing.add(task)
+            task.add_done_callback(self._subscribing.discard)
         if isinstance(presence, dict) and presence.get("enabled") is True:
             self._send(Message(msg.topic, "presence_state", {}, None, channel.join_ref))
+
+    async def _subscribe(self, channel: Channel, bindings: list[Binding]) -> None:
+        """Make the subscription, as the real server does after its join reply: the
+        bindings go live (and "Subscribed to PostgreSQL" is sent) only if every one of them
+        matches a table of the publication; otherwise a system error, and no retry."""
+        await asyncio.sleep(self.hub.ctx.settings.realtime_subscribe_delay)
+        if not self.current(channel):
+            return  # left, rejoined or disconnected meanwhile
+        try:
+            async with self.hub.ctx.admin.connection() as conn:
+                published = await published_tables(conn)
+        except Exception as exc:  # the real server reports it and tries again later
+            log.warning("realtime: cannot subscribe %s now: %s", channel.topic, exc)
+            self._system(channel, "postgres_changes", f"{{:error, {exc!s}}}", "error")
+            return
+        if not self.current(channel):
+            return
+        missing = first_unpublished(bindings, published)
+        if missing is not None:
+            log.info("realtime: %s: %s.%s is not in the publication", channel.topic,
+                     missing.schema, missing.table or "*")
+            self._system(channel, "postgres_changes", unpublished_error(missing), "error")
+            return
+        channel.bindings = bindings
+        self._system(channel, "postgres_changes", SUBSCRIBED, "ok")
 
     def _system(self, channel: Channel, extension: str, message: str, status: str) -> None:
         payload = {"channel": channel.name, "extension": extension, "message": message,

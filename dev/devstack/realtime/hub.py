@@ -36,7 +36,6 @@ class RealtimeHub:
 
     def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx
-        self.keys = ctx.keys
         self.oracle = RowOracle(lambda: ctx.admin, lambda: ctx.api)
         self.poller = WalPoller(ctx.dsn("supabase_admin"), self._on_changes)
         self.connections: set[Connection] = set()
@@ -80,7 +79,7 @@ class RealtimeHub:
             return
         apikey = params.get("apikey") or ws.headers.get("apikey") or ""
         try:
-            claims = self.keys.verify(apikey)
+            claims = self.token_claims(apikey)
         except InvalidToken as exc:
             await _refuse(ws, 401, f"Invalid apikey: {exc.message}")
             return
@@ -91,6 +90,16 @@ class RealtimeHub:
             await conn.serve()
         finally:
             self.connections.discard(conn)
+
+    def token_claims(self, token: str) -> dict[str, Any]:
+        """The claims a token stands for: a verified JWT, or an API key's role (hosted
+        Realtime takes sb_publishable_ / sb_secret_ keys as the tenant token too)."""
+        if token.startswith("sb_"):
+            role = self.ctx.keyring.api_key_role(token)
+            if role is None:
+                raise InvalidToken("PGRST301", "Invalid API key")
+            return {"role": role}
+        return self.ctx.keyring.verify(token)
 
     def subscribers(self) -> list[tuple[Connection, Channel]]:
         return [
@@ -142,15 +151,7 @@ class RealtimeHub:
         return len(connections)
 
     async def drop_endpoint(self, request: Request) -> Response:
-        """POST /_stack/realtime/drop[?pause=seconds], service_role bearer only."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        try:
-            claims = self.keys.verify(token.strip()) if scheme.lower() == "bearer" else {}
-        except InvalidToken:
-            claims = {}
-        if claims.get("role") != "service_role":
-            return JSONResponse({"message": "service_role bearer token required"},
-                                status_code=401)
+        """POST /_stack/realtime/drop[?pause=seconds] (devstack.admin checks the caller)."""
         try:
             pause = float(request.query_params.get("pause", "0"))
         except ValueError:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from devstack.context import StackContext
 from devstack.rest.app import RestApp
 
 __all__ = ["RestApp", "create_app"]
 
 
-def create_app(ctx: StackContext) -> Starlette:
-    return Starlette(routes=[Mount("", app=RestApp(ctx))])
+def create_app(api: RestApp) -> Starlette:
+    """The ASGI app of ``api``; its lifespan (``api.start()``/``stop()``) is the caller's."""
+    return Starlette(routes=[Mount("", app=api)])

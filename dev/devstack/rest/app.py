@@ -1,15 +1,18 @@
 """The ``/rest/v1`` ASGI application: PostgREST 12's request cycle.
 
     authenticate (JWT) -> parse (query string, Prefer, Accept, body) -> plan (schema cache,
-    reload once on a miss) -> one transaction on an ``authenticator`` connection:
-    set_config(role, claims, ...) + the statement -> PostgREST's response or error body.
+    as last loaded: reloads only on NOTIFY pgrst) -> one transaction on an ``authenticator``
+    connection: set_config(role, claims, ...) and the role's own settings (its
+    statement_timeout) + the statement -> PostgREST's response or error body.
+
+Reads return at most ``max_rows`` rows (hosted: 1000), like PostgREST's db-max-rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from devstack.context import StackContext
-from devstack.rest.errors import ApiError, SchemaMiss, from_pg, internal_error, invalid_body
+from devstack.rest.errors import ApiError, from_pg, internal_error, invalid_body
 from devstack.rest.filter_parse import parse_query
 from devstack.rest.operations import (
     Call,
@@ -35,6 +38,7 @@ from devstack.rest.operations import (
 from devstack.rest.query_ast import SelectItem, SelectRelation
 from devstack.rest.request import (
     SET_CONFIG,
+    SET_ROLE_SETTINGS,
     Auth,
     TokenVerifier,
     authenticate,
@@ -43,6 +47,7 @@ from devstack.rest.request import (
     parse_prefer,
 )
 from devstack.rest.schema_cache import SCHEMA, PgType, SchemaCache, SchemaStore
+from devstack.rest.schema_listener import SchemaListener
 
 log = logging.getLogger("devstack.rest")
 
@@ -86,10 +91,22 @@ def _range_header(request: Request) -> tuple[int | None, int | None]:
 
 
 class RestApp:
-    def __init__(self, ctx: StackContext, schema_ttl: float = 5.0) -> None:
+    def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx
-        self.store = SchemaStore(lambda: ctx.api, schema_ttl)
-        self.tokens = TokenVerifier(ctx.keys)
+        self.store = SchemaStore(lambda: ctx.api)
+        self.listener = SchemaListener(
+            ctx.dsn("authenticator"), self.store, lambda: ctx.settings.schema_reload_delay
+        )
+        self.tokens = TokenVerifier(ctx.keyring)
+
+    async def start(self) -> None:
+        """Load the schema cache and listen for reloads (the app's lifespan calls this)."""
+        await self.store.get()
+        self.listener.start()
+        await asyncio.wait_for(self.listener.listening.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        await self.listener.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,24 +166,21 @@ class RestApp:
                 except ValueError as exc:
                     raise invalid_body() from exc
         offset, limit = _range_header(request)
-        call = Call(method, target, is_rpc, q, prefer, accept, body, offset, limit)
-        plan = await self.plan(call)
-        outcome = await self.execute(auth, request, path, plan, read_only=method in ("GET", "HEAD"))
+        call = Call(method, target, is_rpc, q, prefer, accept, body, offset, limit,
+                    max_rows=self.ctx.settings.max_rows)
+        plan, cache = await self.plan(call)
+        role_settings = cache.role_settings.get(auth.role, {})
+        outcome = await self.execute(
+            auth, request, path, plan, role_settings, read_only=method in ("GET", "HEAD")
+        )
         return self.render(outcome, call)
 
-    async def plan(self, call: Call) -> Plan:
+    async def plan(self, call: Call) -> tuple[Plan, SchemaCache]:
         cache = await self.store.get()
-        for attempt in (0, 1):
-            casts: dict[str, PgType | None] = {
-                name: await self.store.cast_type(name) for name in _casts(call.q.select)
-            }
-            try:
-                return self._plan(call, cache, casts)
-            except SchemaMiss:
-                if attempt:
-                    raise
-                cache = await self.store.after_miss(time.monotonic())
-        raise AssertionError("unreachable")
+        casts: dict[str, PgType | None] = {
+            name: await self.store.cast_type(name) for name in _casts(call.q.select)
+        }
+        return self._plan(call, cache, casts), cache
 
     @staticmethod
     def _plan(call: Call, cache: SchemaCache, casts: dict[str, PgType | None]) -> Plan:
@@ -179,7 +193,14 @@ class RestApp:
         return plan_update_delete(call, cache, casts)
 
     async def execute(
-        self, auth: Auth, request: Request, path: str, plan: Plan, *, read_only: bool
+        self,
+        auth: Auth,
+        request: Request,
+        path: str,
+        plan: Plan,
+        role_settings: dict[str, str],
+        *,
+        read_only: bool,
     ) -> Outcome:
         settings = auth.settings(request.method, path, request.headers, read_only)
         async with self.ctx.api.connection() as conn:
@@ -188,6 +209,10 @@ class RestApp:
                 # COMMIT and the sync in a second one.
                 async with conn.pipeline() as pipeline, conn.transaction():
                     await conn.execute(SET_CONFIG, settings)
+                    if role_settings:  # e.g. anon's statement_timeout = 3s
+                        await conn.execute(
+                            SET_ROLE_SETTINGS, (list(role_settings), list(role_settings.values()))
+                        )
                     return await run(conn, pipeline, plan)
             except psycopg.Error as exc:
                 raise from_pg(exc, auth.authed) from exc

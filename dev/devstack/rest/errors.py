@@ -53,7 +53,7 @@ class GatewayError(ApiError):
 
 
 class SchemaMiss(ApiError):
-    """An object the schema cache does not know (yet): refresh the cache and plan again."""
+    """An object the schema cache does not know (yet: it reloads on NOTIFY pgrst only)."""
 
 
 def parse_error(what: str, text: str, details: str) -> ApiError:

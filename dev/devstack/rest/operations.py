@@ -47,6 +47,14 @@ class Call:
     body: Any = None
     range_offset: int | None = None
     range_limit: int | None = None
+    max_rows: int = 0  # PostgREST's db-max-rows: 0 = no cap
+
+
+def _cap_rows(call: Call) -> None:
+    """At most ``max_rows`` rows at the top level, whatever limit the request asked for."""
+    if call.max_rows:
+        requested = call.q.limit.get(())
+        call.q.limit[()] = call.max_rows if requested is None else min(requested, call.max_rows)
 
 
 @dataclass
@@ -81,6 +89,7 @@ def plan_read(call: Call, cache: SchemaCache, casts: dict[str, PgType | None]) -
         q.offset[()] = call.range_offset
         if call.range_limit is not None:
             q.limit[()] = call.range_limit
+    _cap_rows(call)
     b = _builder(call, cache, casts)
     source = Source(table.name, tuple(table.columns), table_ident(table.name), table.name)
     query = b.read(source, count=call.prefer.count)
@@ -203,6 +212,8 @@ def plan_rpc(call: Call, cache: SchemaCache, casts: dict[str, PgType | None]) ->
         kind = "rpc-void" if fn.kind == "void" else "rpc-value"
         return Plan(kind, b.params, rpc_value_sql(fn, arg_list, from_args), head=head)
     scalar_set = fn.kind == "scalar"
+    if fn.returns_set:
+        _cap_rows(call)
     columns = (fn.name,) if scalar_set else fn.columns
     source = Source(fn.name, columns, qi("pgrst_call"), fn.return_table)
     default_select = len(call.q.select) == 1 and isinstance(call.q.select[0], SelectField) and (

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from devstack.keys import InvalidToken, StackKeys
+from devstack.keys import CLOCK_SKEW, InvalidToken, KeyRing
 from devstack.rest.errors import ApiError, GatewayError
 from devstack.rest.schema_cache import SCHEMA
 
@@ -26,6 +26,11 @@ select set_config('role', %(role)s, true),
        set_config('request.headers', %(headers)s, true),
        set_config('search_path', 'public, extensions', true),
        set_config('transaction_read_only', %(read_only)s, true)
+"""
+
+# The impersonated role's own settings (ALTER ROLE ... SET), as PostgREST applies them.
+SET_ROLE_SETTINGS = """
+select set_config(name, value, true) from unnest(%s::text[], %s::text[]) as s(name, value)
 """
 
 
@@ -53,26 +58,31 @@ class Auth:
 
 
 class TokenVerifier:
-    """``StackKeys.verify`` with a small cache: a token seen before is not verified again,
-    but its expiry (and not-before) is checked on every use."""
+    """``KeyRing.verify`` with a small cache: a token seen before is not verified again,
+    but its expiry (and not-before) is checked on every use, with PostgREST's 30 s of clock
+    skew. The cache empties when the signing keys change (a removed key stops verifying)."""
 
-    def __init__(self, keys: StackKeys, size: int = 4096) -> None:
+    def __init__(self, keys: KeyRing, size: int = 4096) -> None:
         self._keys = keys
         self._size = size
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._seen_keys = keys.keys
 
     def verify(self, token: str) -> dict[str, Any]:
+        if self._keys.keys is not self._seen_keys:
+            self._cache.clear()
+            self._seen_keys = self._keys.keys
         claims = self._cache.get(token)
         now = time.time()
         if claims is not None:
             exp, nbf = claims.get("exp"), claims.get("nbf")
-            if isinstance(exp, int | float) and exp <= now:
+            if isinstance(exp, int | float) and exp + CLOCK_SKEW <= now:
                 del self._cache[token]
                 raise InvalidToken("PGRST303", "JWT expired")
-            if not (isinstance(nbf, int | float) and nbf > now):
+            if not (isinstance(nbf, int | float) and nbf - CLOCK_SKEW > now):
                 self._cache.move_to_end(token)
                 return claims
-        claims = self._keys.verify(token)
+        claims = self._keys.verify(token, CLOCK_SKEW)
         self._cache[token] = claims
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)

@@ -1,10 +1,14 @@
 """What PostgREST knows about the exposed schema, read from the catalogs.
 
 Only schema ``public`` is exposed. The cache holds tables and views with their columns and
-primary keys, the foreign keys between them (for embedding) and the functions callable as
-RPCs with their parameters and return shape. ``SchemaStore`` reloads it after a short TTL and
-whenever a request names something it does not know, so migrations applied while the stack
-runs are picked up.
+primary keys, the foreign keys between them (for embedding), the functions callable as
+RPCs with their parameters and return shape, and the settings of the API roles (applied to
+each request made as that role, as PostgREST does with ``statement_timeout``).
+
+As in PostgREST, the cache is loaded at start and then only when told: ``NOTIFY pgrst``
+(see ``schema_listener``), which hosted projects send from an event trigger after DDL. A
+request naming something the cache does not know fails (PGRST202, PGRST205, 42703...)
+until the reload has happened.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class SchemaCache:
     foreign_keys: list[ForeignKey]
     functions: dict[str, list[Function]]
     loaded_at: float
+    # role -> {setting: value}, from ALTER ROLE ... SET (this database's over the global ones)
+    role_settings: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 Q_COLUMNS = """
@@ -155,6 +161,15 @@ left join pg_namespace rcn on rcn.oid = rc.relnamespace
 where n.nspname = %(schema)s and p.prokind = 'f'
   and rt.typname not in ('trigger', 'event_trigger', 'internal', 'language_handler')
 order by p.proname, p.oid
+"""
+
+Q_ROLE_SETTINGS = """
+select r.rolname, s.setconfig
+from pg_db_role_setting s
+join pg_roles r on r.oid = s.setrole
+where s.setdatabase in (0, (select oid from pg_database where datname = current_database()))
+  and r.rolname in ('anon', 'authenticated', 'service_role')
+order by r.rolname, s.setdatabase
 """
 
 Q_TYPE = """
@@ -236,55 +251,45 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     for row in await cur.fetchall():
         fn = _function_from_row(row)
         functions.setdefault(fn.name, []).append(fn)
-    return SchemaCache(tables, fks, functions, started)
+    role_settings: dict[str, dict[str, str]] = {}
+    cur = await conn.execute(Q_ROLE_SETTINGS)
+    for role, config in await cur.fetchall():
+        for item in config or ():
+            name, _, value = str(item).partition("=")
+            role_settings.setdefault(role, {})[name] = value
+    return SchemaCache(tables, fks, functions, started, role_settings)
 
 
 class SchemaStore:
-    """The current schema cache, reloaded after ``ttl`` seconds or on a miss."""
+    """The current schema cache: loaded on first use, then replaced by ``reload()`` only."""
 
-    def __init__(self, pool: Callable[[], AsyncConnectionPool], ttl: float = 5.0) -> None:
+    def __init__(self, pool: Callable[[], AsyncConnectionPool]) -> None:
         self._pool = pool
-        self._ttl = ttl
         self._cache: SchemaCache | None = None
         self._lock = asyncio.Lock()
         self._types: dict[str, PgType | None] = {}
-        self._background: asyncio.Task[None] | None = None
+        self.reloads = 0
 
-    async def _reload(self) -> SchemaCache:
+    async def get(self) -> SchemaCache:
+        cache = self._cache
+        if cache is not None:
+            return cache
+        async with self._lock:
+            return self._cache or await self._load()
+
+    async def reload(self) -> SchemaCache:
+        async with self._lock:
+            return await self._load()
+
+    async def _load(self) -> SchemaCache:
         async with self._pool().connection() as conn, conn.transaction():
             cache = await load(conn)
         self._cache = cache
         self._types.clear()
+        self.reloads += 1
+        log.info("schema cache loaded: %d relations, %d functions",
+                 len(cache.tables), len(cache.functions))
         return cache
-
-    async def get(self) -> SchemaCache:
-        """The cache; past its TTL it is reloaded in the background (this request uses it as is)."""
-        cache = self._cache
-        if cache is None:
-            async with self._lock:
-                return self._cache or await self._reload()
-        stale = time.monotonic() - cache.loaded_at > self._ttl
-        if stale and not self._lock.locked() and self._background is None:
-            self._background = asyncio.create_task(self._refresh(cache))
-            self._background.add_done_callback(self._refreshed)
-        return cache
-
-    async def _refresh(self, seen: SchemaCache) -> None:
-        async with self._lock:
-            if self._cache is seen:
-                await self._reload()
-
-    def _refreshed(self, task: asyncio.Task[None]) -> None:
-        self._background = None
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("schema cache reload failed: %s", task.exception())
-
-    async def after_miss(self, missed_at: float) -> SchemaCache:
-        """A cache loaded after ``missed_at`` (concurrent misses share one reload)."""
-        async with self._lock:
-            if self._cache is None or self._cache.loaded_at < missed_at:
-                return await self._reload()
-            return self._cache
 
     async def cast_type(self, name: str) -> PgType | None:
         """Resolve a type name used in ``select=col::type`` (cached until the next reload)."""

@@ -69,7 +69,7 @@ def caller_from_request(ctx: StackContext, request: Request) -> Caller:
     if not token:
         raise errors.access_denied("Missing authorization header")
     try:
-        claims = ctx.keys.verify(token)
+        claims = ctx.keyring.verify(token)
     except InvalidToken as exc:
         raise errors.invalid_jwt("jwt expired" if exc.code == "PGRST303" else exc.message) from exc
     role = claims.get("role")

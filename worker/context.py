@@ -6,47 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from worker.errors import DeadlineExceeded, JobCancelled, LeaseLost
+from worker.errors import DeadlineExceeded, InvalidInput, JobCancelled, LeaseLost
 from worker.jobs import Job
-from worker.ports import Fetcher, Generations, ImageModel, ImageStore, Queue
-from worker.settings import Settings
+from worker.services import Services
 
 log = logging.getLogger("worker.job")
-
-TERMINAL_GENERATION = ("completed", "failed", "cancelled")
-
-
-class CreditGate:
-    """Shared pause of generate-image claims after the provider answered 402."""
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._lock = threading.Lock()
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
-
-    def paused(self) -> bool:
-        return time.monotonic() < self._until
-
-    def remaining(self) -> float:
-        return max(0.0, self._until - time.monotonic())
-
-
-@dataclass
-class Services:
-    settings: Settings
-    queue: Queue
-    generations: Generations
-    store: ImageStore
-    model: ImageModel
-    fetch_outputs: Fetcher  # provider outputs: WORKER_ALLOWED_DOWNLOAD_HOSTS
-    fetch_sources: Fetcher  # img2img sources: WORKER_ALLOWED_SOURCE_HOSTS
-    credit: CreditGate = field(default_factory=CreditGate)
 
 
 class JobContext:
@@ -110,8 +76,6 @@ Handler = Callable[[JobContext], Mapping[str, Any]]
 
 
 def required(payload: Mapping[str, Any], key: str) -> str:
-    from worker.errors import InvalidInput
-
     value = payload.get(key)
     if value is None or str(value).strip() == "":
         raise InvalidInput(f"job payload is missing {key!r}")

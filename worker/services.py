@@ -1,0 +1,49 @@
+"""What every part of the worker receives: the settings and the ports (``Services``), built
+once by ``worker.wiring``; and the credit gate that pauses generate-image claims."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from worker.jobs import GENERATE_IMAGE
+from worker.ports import Fetcher, Generations, ImageModel, ImageStore, Queue
+from worker.settings import Settings
+
+
+class CreditGate:
+    """Shared pause of generate-image claims after the provider answered 402."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def paused(self) -> bool:
+        return time.monotonic() < self._until
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+    def claimable(self, job_types: Iterable[str]) -> list[str]:
+        """The job types worth claiming now: generate-image waits out a pause (the daemon
+        and process-jobs both claim through this)."""
+        paused = self.paused()
+        return [t for t in job_types if not (paused and t == GENERATE_IMAGE)]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    queue: Queue
+    generations: Generations
+    store: ImageStore
+    model: ImageModel
+    fetch_outputs: Fetcher  # provider outputs: WORKER_ALLOWED_DOWNLOAD_HOSTS
+    fetch_sources: Fetcher  # img2img sources: WORKER_ALLOWED_SOURCE_HOSTS
+    credit: CreditGate = field(default_factory=CreditGate)

@@ -1,0 +1,112 @@
+"""The composition root: the one place that builds concrete classes and puts them together.
+
+- ``supabase_client``: every supabase-py client of the product (the daemon's adapters, the
+  operator commands, the functions app) is built here. One instance per credential and
+  use, never shared across credentials: supabase-py rewrites a client's Authorization
+  header on auth events, so a client belongs to one identity (here always service_role).
+- ``build_services``: the daemon's ``Services`` (queue, generations, storage, Replicate,
+  the two safe fetchers), also used by the functions' process-jobs and process-generation.
+- ``realtime_wakeups``: the daemon's Realtime subscription.
+
+The CLI, the operator commands and ``functions_compat`` get their clients, ports and
+services from here; nothing else in the product imports an adapter's class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from supabase import Client, ClientOptions, create_client
+
+from worker.adapters.realtime import RealtimeWakeups
+from worker.adapters.rest import SupabaseGenerations, SupabaseQueue
+from worker.adapters.storage import SupabaseImageStore
+from worker.daemon import Wakeups
+from worker.net import SafeFetcher
+from worker.ports import Generations
+from worker.replicate.client import ReplicateClient
+from worker.services import Services
+from worker.settings import Settings, SupabaseSettings
+
+DB_TIMEOUT = 30.0
+STORAGE_TIMEOUT = 120.0
+
+
+def supabase_client(
+    url: str, key: str, *, timeout: float = DB_TIMEOUT, storage_timeout: float = STORAGE_TIMEOUT
+) -> Client:
+    """A new server-side supabase-py client for ``key`` (no session, no token refresh)."""
+    options = ClientOptions(
+        auto_refresh_token=False,
+        persist_session=False,
+        postgrest_client_timeout=timeout,
+        storage_client_timeout=int(storage_timeout),
+    )
+    return create_client(url, key, options)
+
+
+def service_client(settings: SupabaseSettings, *, timeout: float = DB_TIMEOUT) -> Client:
+    """The service_role client of ``settings``."""
+    key = settings.supabase_service_role_key.get_secret_value()
+    return supabase_client(settings.supabase_url, key, timeout=timeout)
+
+
+def generations(client: Client) -> Generations:
+    """Generations and images over ``client`` (the functions read them through the port)."""
+    return SupabaseGenerations(client)
+
+
+def build_services(settings: Settings) -> Services:
+    client = service_client(settings)
+    limits = httpx.Limits(max_connections=max(10, settings.concurrency * 4))
+    replicate_http = httpx.Client(
+        timeout=httpx.Timeout(
+            connect=10.0, read=settings.replicate_sync_wait + 30.0, write=30.0, pool=30.0
+        ),
+        limits=limits,
+        follow_redirects=False,
+    )
+    fetch_http = httpx.Client(
+        timeout=httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0),
+        limits=limits,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+    def fetcher(allowed_hosts: tuple[str, ...]) -> SafeFetcher:
+        return SafeFetcher(
+            fetch_http,
+            allowed_hosts=allowed_hosts,
+            max_bytes=settings.max_image_bytes,
+            limits=settings.image_limits,
+            dev_http_hosts=settings.dev_http_hosts,
+        )
+
+    return Services(
+        settings=settings,
+        queue=SupabaseQueue(client),
+        generations=SupabaseGenerations(client),
+        store=SupabaseImageStore(client, settings.storage_bucket),
+        model=ReplicateClient(
+            replicate_http,
+            settings.replicate_api_token.get_secret_value(),
+            settings.replicate_api_base_url,
+            wait_seconds=settings.replicate_sync_wait,
+        ),
+        fetch_outputs=fetcher(settings.allowed_download_hosts),
+        fetch_sources=fetcher(settings.allowed_source_hosts),
+    )
+
+
+WakeupsFactory = Callable[[Callable[[], None], Callable[[bool], None]], Wakeups]
+
+
+def realtime_wakeups(settings: SupabaseSettings) -> WakeupsFactory:
+    """The daemon's wake-ups: INSERTs on job_queue over Realtime, with the service key."""
+    key = settings.supabase_service_role_key.get_secret_value()
+
+    def build(on_event: Callable[[], None], on_state: Callable[[bool], None]) -> Wakeups:
+        return RealtimeWakeups(settings.supabase_url, key, on_event, on_state)
+
+    return build
