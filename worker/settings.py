@@ -121,20 +121,10 @@ class ClientSettings(BaseSettings):
         env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
     )
 
-    supabase_url: str = Field(validation_alias="SUPABASE_URL")
-    client_key: SecretStr = Field(
+    supabase_url: HttpUrl = Field(validation_alias="SUPABASE_URL")
+    client_key: Secret = Field(
         validation_alias=AliasChoices("SUPABASE_PUBLISHABLE_KEY", "SUPABASE_ANON_KEY")
     )
-
-    @field_validator("supabase_url")
-    @classmethod
-    def _supabase_url(cls, value: str) -> str:
-        return _http_url(value)
-
-    @field_validator("client_key")
-    @classmethod
-    def _key_not_blank(cls, value: SecretStr) -> SecretStr:
-        return _not_blank(value)
 
     @classmethod
     def load(cls) -> Self:
