@@ -109,12 +109,16 @@ class Daemon:
         self.metrics.set("picture_worker_jobs_in_flight", 0)
         await self._register()
         log.info(
-            "worker %s started: concurrency %d, job types %s, realtime %s, mode %s",
+            "worker %s started: concurrency %d, job types %s; wakes on %s; "
+            "predictions by %s",
             self.worker_id,
             self.settings.concurrency,
             ",".join(self.settings.job_types),
-            "on" if self.settings.realtime else "off",
-            self.mode,
+            "Realtime INSERTs and a poll every "
+            f"{self.settings.poll_interval:g}s"
+            if self.settings.realtime
+            else f"a poll every {self.settings.poll_interval:g}s (realtime off)",
+            "webhook" if self.mode == "webhook" else "polling Replicate",
             extra={"action": "worker.started", "worker_id": self.worker_id},
         )
         background = [
@@ -194,6 +198,7 @@ class Daemon:
             jobs = await self._claim_batch(free, types)
         except WorkerError as exc:
             self._claim_failures += 1
+            self.metrics.inc("picture_worker_claims_total", result="error")
             log.warning(
                 "claim failed (%d in a row): %s",
                 self._claim_failures,
@@ -203,6 +208,7 @@ class Daemon:
             return []
         self._claim_failures = 0
         self.last_db_ok = time.monotonic()
+        self.metrics.inc("picture_worker_claims_total", result="jobs" if jobs else "empty")
         now = datetime.now(UTC)
         for job in jobs:
             if job.due_at is not None:

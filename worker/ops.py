@@ -248,13 +248,29 @@ class Operations:
 
     def retry_failed(
         self, job_type: str | None, limit: int, *, include_cancelled: bool = False
-    ) -> int:
+    ) -> tuple[int, int]:
+        """Requeue up to ``limit`` failed (or cancelled) jobs, oldest first. Returns
+        (requeued, skipped): retry_jobs skips a job whose dedupe key is live again."""
+        statuses = [JobStatus.FAILED] + ([JobStatus.CANCELLED] if include_cancelled else [])
+
+        def count_candidates() -> Any:
+            query = (
+                self._client.table("job_queue")
+                .select("id", count=CountMethod.exact)
+                .in_("status", [str(s) for s in statuses])
+            )
+            if job_type is not None:
+                query = query.eq("job_type", job_type)
+            return query.limit(1).execute().count
+
+        candidates = min(limit, int(self._call("count failed jobs", count_candidates) or 0))
         params = {
             "p_job_type": job_type,
             "p_limit": limit,
             "p_include_cancelled": include_cancelled,
         }
-        return _as_int(self._rpc("retry_jobs", params))
+        requeued = _as_int(self._rpc("retry_jobs", params))
+        return requeued, max(0, candidates - requeued)
 
     # -- requeue, enqueue, cancel ------
     def requeue_stuck(self) -> int:

@@ -201,7 +201,10 @@ class Settings(SupabaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias="WORKER_LOG_LEVEL"
     )
-    log_format: Literal["json", "text"] = Field("json", validation_alias="WORKER_LOG_FORMAT")
+    # auto: text on a terminal, JSON lines otherwise (the image presets json)
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", validation_alias="WORKER_LOG_FORMAT"
+    )
     health_host: str = Field("0.0.0.0", validation_alias="WORKER_HEALTH_HOST")
     health_port: int = Field(8080, ge=0, le=65535, validation_alias="WORKER_HEALTH_PORT")
 

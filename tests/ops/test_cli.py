@@ -235,7 +235,7 @@ def test_retry_failed_in_bulk_by_type_oldest_first_within_the_limit(
         stack_state, "retry", "--failed", "--type", "generate-image", "--limit", "2", "--json"
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"requeued": 2, "job_id": None}
+    assert json.loads(proc.stdout) == {"requeued": 2, "skipped": 0, "job_id": None}
     statuses = [job_row(admin_conn, job)["status"] for _, job in submitted]
     assert statuses == ["pending", "pending", "failed"]
     assert [generation_status(admin_conn, gid) for gid, _ in submitted] == [

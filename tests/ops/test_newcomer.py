@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -140,7 +141,7 @@ def test_realtime_library_noise_is_folded_into_the_daemons_lines(
     assert foreign == [], foreign
     message = str(_started(worker)["msg"])
     # "realtime on, mode polling" read as a contradiction: say what each part is about
-    assert "mode polling" not in message and "predictions by polling" in message, message
+    assert "mode polling" not in message and "predictions by polling Replicate" in message, message
 
 
 # -- operator commands ------
@@ -159,7 +160,7 @@ def test_status_says_none_rather_than_newest_zero(
     proc = cli(stack_state, "status")
     assert proc.returncode in (0, 1), proc.stderr
     assert "newest 0" not in proc.stdout
-    assert re.search(r"Recent failures.*none", proc.stdout), proc.stdout
+    assert re.search(r"Recent failures \(24 h\)\n\s+\(none\)", proc.stdout), proc.stdout
 
 
 def test_status_into_a_closed_pipe_prints_no_traceback(stack_state: StackState) -> None:
@@ -227,11 +228,11 @@ def test_every_documented_metric_exists_and_is_recorded() -> None:
 
     documented = _table_names(ROOT / "docs/operations.md", "Metrics:")
     assert len(documented) >= 8
-    exposed = worker_metrics().render()
+    described = worker_metrics().described()
     source = "\n".join(p.read_text() for p in (ROOT / "worker").rglob("*.py")
                        if p.name != "metrics.py")
     for name in documented:
-        assert f"# TYPE {name} " in exposed, f"{name} is documented but not described"
+        assert name in described, f"{name} is documented but not described"
         assert f'"{name}"' in source, f"{name} is documented but never recorded"
 
 
@@ -273,3 +274,24 @@ def test_error_messages_point_at_documents_that_ship(stack_state: StackState) ->
     assert "SPEC" not in line
     for doc in re.findall(r"docs/[\w./-]+\.md", line):
         assert (ROOT / doc).is_file(), doc
+
+
+def test_retry_failed_in_bulk_says_how_many_it_skipped_for_a_live_dedupe_key(
+    stack_state: StackState, admin_conn: psycopg.Connection, quiet_queue: None
+) -> None:
+    key = f"cleanup:{uuid.uuid4()}"
+    old = cli(stack_state, "enqueue", "cleanup-storage", "{}", "--dedupe-key", key)
+    admin_conn.execute(
+        "update public.job_queue set status = 'failed', completed_at = now() where id = %s",
+        (old.stdout.strip(),),
+    )
+    assert cli(stack_state, "enqueue", "cleanup-storage", "{}", "--dedupe-key", key).returncode == 0
+    other = cli(stack_state, "enqueue", "cleanup-storage", "{}")
+    admin_conn.execute(
+        "update public.job_queue set status = 'failed', completed_at = now() where id = %s",
+        (other.stdout.strip(),),
+    )
+    proc = cli(stack_state, "retry", "--failed", "--type", "cleanup-storage")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 failed cleanup-storage job(s) requeued" in proc.stdout
+    assert "1 skipped: another live job holds their dedupe key" in proc.stdout
