@@ -11,12 +11,15 @@ from datetime import datetime
 from typing import Any, cast
 
 from postgrest.exceptions import APIError
+from postgrest.types import CountMethod
 from supabase import Client
 
 from worker.adapters._errors import call, translated
-from worker.errors import RetryableError
+from worker.errors import PermanentError, RetryableError
 from worker.jobs import Job, enqueue_params, parse_ts
 from worker.ports import Row, WorkerInfo
+
+ID_CHUNK = 100  # ids per ``in.(...)`` filter: ~3.7 KB of URL, at most 100 rows an answer
 
 
 def _rows(data: Any) -> list[dict[str, Any]]:
@@ -225,16 +228,38 @@ class SupabaseGenerations:
         return rows[0] if rows else dict(row)
 
     def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
-        if not generation_ids:
-            return {}
+        """Read in chunks of ``ID_CHUNK`` ids, so a URL stays far below the gateway's 8 KB
+        (an id is 37 bytes in ``in.(...)``), and page each chunk by its exact count, so an
+        answer cut at ``max_rows`` (1,000 on hosted) never reads as "missing". Any read
+        failing fails the whole call: nothing is concluded from part of the answer."""
+        found: dict[str, str] = {}
+        ids = list(dict.fromkeys(generation_ids))
+        for start in range(0, len(ids), ID_CHUNK):
+            found.update(self._statuses(ids[start : start + ID_CHUNK]))
+        return found
 
-        def run() -> Any:
-            return (
-                self._client.table("image_generations")
-                .select("id,status")
-                .in_("id", list(generation_ids))
-                .execute()
-                .data
-            )
+    def _statuses(self, ids: list[str]) -> dict[str, str]:
+        rows: list[dict[str, Any]] = []
+        while True:
 
-        return {str(r["id"]): str(r["status"]) for r in _rows(call("read generations", run))}
+            def run(offset: int = len(rows)) -> Any:
+                return (
+                    self._client.table("image_generations")
+                    .select("id,status", count=CountMethod.exact)
+                    .in_("id", ids)
+                    .order("id")
+                    .range(offset, offset + len(ids) - 1)
+                    .execute()
+                )
+
+            response = call("read generations", run)
+            page = _rows(response.data)
+            rows.extend(page)
+            total = response.count
+            if total is None:
+                raise PermanentError("read generations: the answer carries no count")
+            if len(rows) >= total or not page:
+                break
+        if len(rows) < (total or 0):
+            raise RetryableError(f"read generations: {len(rows)} of {total} rows answered")
+        return {str(r["id"]): str(r["status"]) for r in rows}
