@@ -64,6 +64,42 @@ def test_a_gateway_blip_on_a_generation_write_does_not_fail_the_job(
     ]
 
 
+def test_a_lost_write_of_the_prediction_id_does_not_fail_the_running_prediction(
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    control: StackControl,
+    admin_conn: psycopg.Connection,
+    log_dir: Path,
+) -> None:
+    """Once the generation is `processing` (the prediction being created: the fake holds
+    the create for WORKER_REPLICATE_WAIT = 1 s), every write of image_generations answers
+    502 until the in-process retries of the prediction id are spent. The prediction runs
+    and bills: the job keeps polling it and writes the id with the outcome."""
+    fake.configure(latency_seconds=3.0)
+    user = picture.create_user()
+    gid, _ = picture.submit(user, "unrecorded prediction")
+
+    def processing() -> bool:
+        row = admin_conn.execute(
+            "select status from public.image_generations where id = %s", (gid,)
+        ).fetchone()
+        return row is not None and row[0] == "processing"
+
+    with running_worker(stack_state, log_dir) as worker:
+        wait_until(processing, 20, interval=0.01, message="the generation processing")
+        control.faults(
+            {"path": "/rest/v1/image_generations", "methods": ["PATCH"], "fault": "502",
+             "count": 4}
+        )
+        gen = picture.wait_status(gid, timeout=40)
+    assert control.fault_counts()["injected"].get("502") == 4
+    assert worker.actions("prediction.unrecorded"), "the id's write gave up, the job went on"
+    assert gen["status"] == "completed", gen
+    assert _created(fake) == 1
+    assert _jobs(picture, gid)[0] == ("generate-image", "completed", 1)
+
+
 def test_a_gateway_blip_while_downloading_does_not_fail_the_generation(
     stack_state: StackState,
     picture: Picture,
