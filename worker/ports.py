@@ -182,6 +182,15 @@ class Queue(Protocol):
 
     def release(self, job_id: str, worker_id: str) -> bool: ...
 
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        """Release (pending, attempt given back) the jobs processing under ``worker_id``
+        that are not in ``known``: claims whose answer was lost. Their ids."""
+        ...
+
+    def read(self, job_id: str) -> Row | None:
+        """The job's row (None: no such job)."""
+        ...
+
     def enqueue(
         self,
         job_type: str,

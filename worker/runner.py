@@ -151,6 +151,12 @@ class Runner:
             )
         except LeaseLost as lost:
             return Outcome(JobOutcome.LEASE_LOST, lost.message)
+        except WorkerError as unsaved:
+            # The outcome could not be written: the lease brings the job back (or fails it
+            # on its last attempt). A final failure still shows on the generation now.
+            if decision.final:
+                self._mirror_on_generation(ctx, decision.message, True)
+            return Outcome(JobOutcome.FAILED, f"{decision.message}; not saved: {unsaved.message}")
         final = row.get("status") != JobStatus.PENDING
         self._mirror_on_generation(ctx, decision.message, final)
         return Outcome(JobOutcome.FAILED if final else JobOutcome.RETRY, decision.message)

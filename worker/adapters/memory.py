@@ -268,6 +268,23 @@ class MemoryQueue:
             )
             return True
 
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        with self.lock:
+            self.calls.append("release_lost_claims")
+            lost = [
+                job.id
+                for job in self.jobs.values()
+                if job.holds(worker_id) and job.id not in set(known)
+            ]
+            for job_id in lost:
+                self.release(job_id, worker_id)
+            return lost
+
+    def read(self, job_id: str) -> Row | None:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            return None if job is None else job.row()
+
     def enqueue(
         self,
         job_type: str,

@@ -14,7 +14,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
 from supabase import Client
 
-from worker.adapters._errors import call, translated
+from worker.adapters._errors import call, call_fenced, translated
 from worker.errors import PermanentError, RetryableError
 from worker.jobs import Job, enqueue_params, parse_ts
 from worker.ports import Row, WorkerInfo
@@ -62,7 +62,13 @@ class SupabaseQueue:
 
     def complete(self, job_id: str, worker_id: str, result: Mapping[str, Any] | None) -> Row:
         params = {"p_job_id": job_id, "p_result": dict(result or {}), "p_worker_id": worker_id}
-        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+
+        def completed() -> Any:
+            row = self.read(job_id)
+            return [row] if row is not None and row.get("status") == "completed" else None
+
+        data = call_fenced("complete_job", lambda: self._rpc("complete_job", params), completed)
+        rows = _rows(data)
         return rows[0] if rows else {}
 
     def fail(
@@ -73,14 +79,26 @@ class SupabaseQueue:
         details: Mapping[str, Any] | None,
         retryable: bool,
     ) -> Row:
+        ours = dict(details or {})
         params = {
             "p_job_id": job_id,
             "p_error": error,
-            "p_error_details": dict(details or {}),
+            "p_error_details": ours,
             "p_retryable": retryable,
             "p_worker_id": worker_id,
         }
-        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+
+        def failed() -> Any:  # this very failure: the details carry the worker and the time
+            row = self.read(job_id)
+            recorded = row.get("error_details") if row is not None else None
+            if ours and isinstance(recorded, Mapping) and all(
+                recorded.get(k) == v for k, v in ours.items()
+            ):
+                return [row]
+            return None
+
+        data = call_fenced("complete_job", lambda: self._rpc("complete_job", params), failed)
+        rows = _rows(data)
         return rows[0] if rows else {}
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> Row | None:
@@ -91,6 +109,19 @@ class SupabaseQueue:
     def release(self, job_id: str, worker_id: str) -> bool:
         params = {"p_job_id": job_id, "p_worker_id": worker_id}
         return bool(_rows(call("release_job", lambda: self._rpc("release_job", params))))
+
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        params = {"p_worker_id": worker_id, "p_known": list(known)}
+        rows = _rows(call("release_lost_claims", lambda: self._rpc("release_lost_claims", params)))
+        return [str(r["id"]) for r in rows]
+
+    def read(self, job_id: str) -> Row | None:
+        def run() -> Any:
+            query = self._client.table("job_queue").select("*").eq("id", job_id).limit(1)
+            return query.execute().data
+
+        rows = _rows(call("read job", run))
+        return rows[0] if rows else None
 
     def enqueue(
         self,
