@@ -210,7 +210,15 @@ class Queue(Protocol):
     def register_worker(self, info: WorkerInfo) -> None: ...
 
 
-class Generations(Protocol):
+class Catalogue(Protocol):
+    def catalogue_model(self, model_id: str, model_version: str | None) -> Row:
+        """The active ``models`` row of ``model_id`` (a replicate_id) when ``model_version``
+        is None or its own version (``catalogue_model`` in SQL); else ``InvalidInput``
+        naming model_id or model_version. Asked before paying for a prediction."""
+        ...
+
+
+class Generations(Catalogue, Protocol):
     def get(self, generation_id: str) -> Row | None: ...
 
     def update(

@@ -129,6 +129,27 @@ def test_process_generation_reports_failures(
         assert_cors(response)
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"model_id": "attacker/model", "model_version": "a" * 64}, "Unknown model"),
+        ({"model_id": "stability-ai/sdxl", "model_version": "b" * 64}, "model_version"),
+    ],
+)
+def test_process_generation_asks_the_catalogue_before_paying(
+    standalone: Functions, stack_state: StackState, fake: Fake, body: dict[str, Any], named: str
+) -> None:
+    key = stack_state.keys.service_role_key
+    response = standalone.post("process-generation", key, json={"prompt": "p", **body},
+                               timeout=60)
+    assert response.status_code == 400, response.text
+    data = response.json()
+    assert data["success"] is False and named in data["error"], data
+    requests = fake.stats()["requests"]
+    creates = [k for k in requests if k.startswith("POST") and k.endswith("/predictions")]
+    assert creates == [], requests  # not one create call reached Replicate
+
+
 def test_process_generation_is_service_role_only(
     standalone: Functions, stack_state: StackState, user: User
 ) -> None:

@@ -109,7 +109,7 @@ class MemoryQueue:
         clock: Clock = utc_now,
         catalogue: Mapping[str, str | None] | None = None,
     ) -> None:
-        self.generations = generations or MemoryGenerations(clock)
+        self.generations = generations or MemoryGenerations(clock, catalogue)
         self.clock = clock
         # The active models (replicate_id -> version) enqueue_job checks generate-image
         # payloads against, as the SQL does (catalogue_model); None: no catalogue, no check.
@@ -489,5 +489,5 @@ class MemoryDatabase:
     store: MemoryImageStore = field(default_factory=MemoryImageStore)
 
     def __post_init__(self) -> None:
-        self.generations = MemoryGenerations(self.clock)
+        self.generations = MemoryGenerations(self.clock, self.catalogue)
         self.queue = MemoryQueue(self.generations, self.clock, self.catalogue)

@@ -15,10 +15,11 @@ from postgrest.types import CountMethod
 from supabase import Client
 
 from worker.adapters._errors import call, call_fenced, translated
-from worker.errors import PermanentError, RetryableError
+from worker.errors import InvalidInput, PermanentError, RetryableError
 from worker.jobs import Job, enqueue_params, parse_ts
 from worker.ports import Row, WorkerInfo
 
+CATALOGUE_REFUSED = "22023"  # catalogue_model: unknown model, or not the catalogue's version
 ID_CHUNK = 100  # ids per ``in.(...)`` filter: ~3.7 KB of URL, at most 100 rows an answer
 
 
@@ -91,8 +92,10 @@ class SupabaseQueue:
         def failed() -> Any:  # this very failure: the details carry the worker and the time
             row = self.read(job_id)
             recorded = row.get("error_details") if row is not None else None
-            if ours and isinstance(recorded, Mapping) and all(
-                recorded.get(k) == v for k, v in ours.items()
+            if (
+                ours
+                and isinstance(recorded, Mapping)
+                and all(recorded.get(k) == v for k, v in ours.items())
             ):
                 return [row]
             return None
@@ -257,6 +260,26 @@ class SupabaseGenerations:
             raise
         rows = _rows(data)
         return rows[0] if rows else dict(row)
+
+    def catalogue_model(self, model_id: str, model_version: str | None) -> Row:
+        params = {"p_model_id": model_id, "p_model_version": model_version}
+        try:
+            data = call(
+                "catalogue_model",
+                lambda: self._client.rpc("catalogue_model", params).execute().data,
+            )
+        except PermanentError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.code == CATALOGUE_REFUSED:
+                raise InvalidInput(
+                    f"the model catalogue refused the job: {cause.message}",
+                    details={"model_id": model_id, "model_version": model_version},
+                ) from cause
+            raise
+        rows = _rows(data)
+        if not rows or not rows[0].get("replicate_id"):
+            raise InvalidInput(f"the model catalogue has no active model {model_id}")
+        return rows[0]
 
     def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
         """Read in chunks of ``ID_CHUNK`` ids, so a URL stays far below the gateway's 8 KB
