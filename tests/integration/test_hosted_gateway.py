@@ -160,6 +160,23 @@ def test_a_uri_too_long_is_logged_as_a_bug(
     assert "p" * 100 not in bugs[0].getMessage()  # the path, never the query
 
 
+def test_the_worker_runs_on_the_new_secret_key(
+    stack_state: StackState, picture: Picture, fake: Fake, log_dir: Path
+) -> None:
+    """SUPABASE_SERVICE_ROLE_KEY=sb_secret_...: REST, Storage and Realtime (the key as the
+    tenant token) all take it."""
+    key = stack_state.keys.secret_key
+    assert key.startswith("sb_secret_")
+    user = picture.create_user()
+    with running_worker(stack_state, log_dir, SUPABASE_SERVICE_ROLE_KEY=key) as worker:
+        worker.wait_subscribed()
+        gid, _ = picture.submit(user, "on the secret key")
+        gen = picture.wait_status(gid, timeout=30)
+    assert gen["status"] == "completed", gen
+    assert len(gen["images"]) == 1
+    assert key not in worker.log_text()
+
+
 # -- point 2: list queries in chunks, never fooled by max_rows ------------------------------
 def _upload(state: StackState, paths: list[str]) -> None:
     headers = {

@@ -248,9 +248,13 @@ class SupabaseGenerations:
         return rows[0] if rows else None
 
     def insert_image(self, row: Mapping[str, Any]) -> Row:
+        # Retried in-process: a retry after an insert whose answer was lost meets the unique
+        # index (23505) and returns the image the lost attempt wrote.
+        def run() -> Any:
+            return self._client.table("images").insert(dict(row)).execute().data
+
         try:
-            with translated("insert image"):
-                data = self._client.table("images").insert(dict(row)).execute().data
+            data = call("insert image", run)
         except Exception as exc:
             cause = exc.__cause__
             if isinstance(cause, APIError) and cause.code == "23505":
