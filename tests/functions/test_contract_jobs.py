@@ -26,7 +26,7 @@ from tests.functions.conftest import (
     assert_error,
     row,
 )
-from tests.support import Fake
+from tests.support import Fake, StackControl
 
 
 # -- process-jobs ------------------------------------------------------------------------------
@@ -93,6 +93,24 @@ def test_process_jobs_requires_a_project_jwt(standalone: Functions, token: str) 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = httpx.post(standalone.url("process-jobs"), headers=headers, json={}, timeout=10)
     assert_error(response, 401)
+
+
+@pytest.mark.usefixtures("quiet_queue")
+def test_process_jobs_hands_back_a_claim_whose_answer_was_lost(
+    fn: Functions, stack_state: StackState, control: StackControl, admin_conn: psycopg.Connection
+) -> None:
+    job = admin_conn.execute(
+        "select public.enqueue_job('cleanup-storage', '{\"limit\": 1}'::jsonb)"
+    ).fetchone()
+    assert job is not None
+    control.faults({"path": "/rest/v1/rpc/claim_jobs", "fault": "drop", "count": 1})
+    response = fn.post("process-jobs", stack_state.keys.service_role_key, json={}, timeout=60)
+    assert response.status_code == 500, response.text
+    assert control.fault_counts()["injected"].get("drop") == 1
+    row = admin_conn.execute(
+        "select status, attempt_number, locked_by from public.job_queue where id = %s", (job[0],)
+    ).fetchone()
+    assert row == ("pending", 0, None)
 
 
 # -- process-generation ----------------------------------------------------------------------
