@@ -79,6 +79,7 @@ class Daemon:
         self._halt: asyncio.Event | None = None  # stop heartbeats etc. (after the drain)
         self._signals = 0
         self._claim_failures = 0
+        self._claims_in_doubt = False  # a claim failed: its jobs may be ours, unknown
 
     # -- public state ------
     @property
@@ -189,6 +190,8 @@ class Daemon:
             await self._sleep_until_wake(await self._wait_timeout(free, claimed))
 
     async def _claim(self, free: int) -> list[Job]:
+        if self._claims_in_doubt:
+            await self._release_lost_claims()
         credit = self.services.credit
         self.metrics.set("picture_worker_generate_paused", 1 if credit.paused() else 0)
         types = credit.claimable(self.settings.job_types)
@@ -205,6 +208,8 @@ class Daemon:
                 exc.message,
                 extra={"action": "claim.failed", "worker_id": self.worker_id},
             )
+            self._claims_in_doubt = True
+            await self._release_lost_claims()
             return []
         self._claim_failures = 0
         self.last_db_ok = time.monotonic()
@@ -236,6 +241,31 @@ class Daemon:
             lambda: queue.claim(free - 1, types, self.worker_id, lease, exclude_suspects=True)
         )
         return first + more
+
+    async def _release_lost_claims(self) -> None:
+        """A failed claim may have committed with its answer lost: hand back the jobs held
+        under this worker's id that it is not running (attempt given back), so they do not
+        wait for their lease to expire. Tried again before each claim until it answers."""
+        known = list(self.in_flight)
+        queue = self.services.queue
+        try:
+            released = await self._io_call(lambda: queue.release_lost(self.worker_id, known))
+        except WorkerError as exc:
+            log.warning(
+                "could not check for lost claims yet: %s",
+                exc.message,
+                extra={"action": "claim.recovery_failed", "worker_id": self.worker_id},
+            )
+            return
+        self._claims_in_doubt = False
+        if released:
+            log.warning(
+                "released %d job(s) claimed by a call whose answer was lost: %s",
+                len(released),
+                ", ".join(released),
+                extra={"action": "claim.recovered", "worker_id": self.worker_id},
+            )
+            self.wake()
 
     def _submit(self, job: Job) -> None:
         ctx = JobContext(job, self.services, self.worker_id, self.settings.job_timeout)

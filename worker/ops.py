@@ -24,6 +24,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
 from supabase import Client
 
+from worker.adapters import _http
 from worker.jobs import enqueue_params
 from worker.settings import JOB_TYPES, SupabaseSettings
 from worker.statuses import GENERATION_TERMINAL, JobStatus
@@ -159,6 +160,7 @@ class Operations:
     # -- plumbing ------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one request; library failures become one-line ``OpsError``s."""
+        _http.forget()
         try:
             return fn()
         except APIError as exc:
@@ -174,7 +176,14 @@ class Operations:
     def _api_error(what: str, exc: APIError) -> OpsError:
         code = str(exc.code or "")
         message = str(exc.message or exc.details or "error")
-        if code in _AUTH_CODES:
+        answer = _http.last_answer()  # the gateway's bodies carry no code: its status tells
+        status = answer.status if answer is not None else None
+        if status in _http.RETRYABLE:
+            return OpsError(
+                f"{what}: Supabase is unavailable right now (HTTP {status}: {message}); "
+                "try again in a moment"
+            )
+        if code in _AUTH_CODES or status in _http.REFUSED:
             return OpsError(
                 f"{what}: Supabase refused the request ({message}); "
                 "SUPABASE_SERVICE_ROLE_KEY must be the project's service_role (secret) key",

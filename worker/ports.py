@@ -182,6 +182,15 @@ class Queue(Protocol):
 
     def release(self, job_id: str, worker_id: str) -> bool: ...
 
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        """Release (pending, attempt given back) the jobs processing under ``worker_id``
+        that are not in ``known``: claims whose answer was lost. Their ids."""
+        ...
+
+    def read(self, job_id: str) -> Row | None:
+        """The job's row (None: no such job)."""
+        ...
+
     def enqueue(
         self,
         job_type: str,
@@ -201,7 +210,15 @@ class Queue(Protocol):
     def register_worker(self, info: WorkerInfo) -> None: ...
 
 
-class Generations(Protocol):
+class Catalogue(Protocol):
+    def catalogue_model(self, model_id: str, model_version: str | None) -> Row:
+        """The active ``models`` row of ``model_id`` (a replicate_id) when ``model_version``
+        is None or its own version (``catalogue_model`` in SQL); else ``InvalidInput``
+        naming model_id or model_version. Asked before paying for a prediction."""
+        ...
+
+
+class Generations(Catalogue, Protocol):
     def get(self, generation_id: str) -> Row | None: ...
 
     def update(

@@ -11,12 +11,16 @@ from datetime import datetime
 from typing import Any, cast
 
 from postgrest.exceptions import APIError
+from postgrest.types import CountMethod
 from supabase import Client
 
-from worker.adapters._errors import call, translated
-from worker.errors import RetryableError
+from worker.adapters._errors import call, call_fenced, translated
+from worker.errors import InvalidInput, PermanentError, RetryableError
 from worker.jobs import Job, enqueue_params, parse_ts
 from worker.ports import Row, WorkerInfo
+
+CATALOGUE_REFUSED = "22023"  # catalogue_model: unknown model, or not the catalogue's version
+ID_CHUNK = 100  # ids per ``in.(...)`` filter: ~3.7 KB of URL, at most 100 rows an answer
 
 
 def _rows(data: Any) -> list[dict[str, Any]]:
@@ -59,7 +63,13 @@ class SupabaseQueue:
 
     def complete(self, job_id: str, worker_id: str, result: Mapping[str, Any] | None) -> Row:
         params = {"p_job_id": job_id, "p_result": dict(result or {}), "p_worker_id": worker_id}
-        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+
+        def completed() -> Any:
+            row = self.read(job_id)
+            return [row] if row is not None and row.get("status") == "completed" else None
+
+        data = call_fenced("complete_job", lambda: self._rpc("complete_job", params), completed)
+        rows = _rows(data)
         return rows[0] if rows else {}
 
     def fail(
@@ -70,14 +80,28 @@ class SupabaseQueue:
         details: Mapping[str, Any] | None,
         retryable: bool,
     ) -> Row:
+        ours = dict(details or {})
         params = {
             "p_job_id": job_id,
             "p_error": error,
-            "p_error_details": dict(details or {}),
+            "p_error_details": ours,
             "p_retryable": retryable,
             "p_worker_id": worker_id,
         }
-        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+
+        def failed() -> Any:  # this very failure: the details carry the worker and the time
+            row = self.read(job_id)
+            recorded = row.get("error_details") if row is not None else None
+            if (
+                ours
+                and isinstance(recorded, Mapping)
+                and all(recorded.get(k) == v for k, v in ours.items())
+            ):
+                return [row]
+            return None
+
+        data = call_fenced("complete_job", lambda: self._rpc("complete_job", params), failed)
+        rows = _rows(data)
         return rows[0] if rows else {}
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> Row | None:
@@ -88,6 +112,19 @@ class SupabaseQueue:
     def release(self, job_id: str, worker_id: str) -> bool:
         params = {"p_job_id": job_id, "p_worker_id": worker_id}
         return bool(_rows(call("release_job", lambda: self._rpc("release_job", params))))
+
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        params = {"p_worker_id": worker_id, "p_known": list(known)}
+        rows = _rows(call("release_lost_claims", lambda: self._rpc("release_lost_claims", params)))
+        return [str(r["id"]) for r in rows]
+
+    def read(self, job_id: str) -> Row | None:
+        def run() -> Any:
+            query = self._client.table("job_queue").select("*").eq("id", job_id).limit(1)
+            return query.execute().data
+
+        rows = _rows(call("read job", run))
+        return rows[0] if rows else None
 
     def enqueue(
         self,
@@ -211,9 +248,13 @@ class SupabaseGenerations:
         return rows[0] if rows else None
 
     def insert_image(self, row: Mapping[str, Any]) -> Row:
+        # Retried in-process: a retry after an insert whose answer was lost meets the unique
+        # index (23505) and returns the image the lost attempt wrote.
+        def run() -> Any:
+            return self._client.table("images").insert(dict(row)).execute().data
+
         try:
-            with translated("insert image"):
-                data = self._client.table("images").insert(dict(row)).execute().data
+            data = call("insert image", run)
         except Exception as exc:
             cause = exc.__cause__
             if isinstance(cause, APIError) and cause.code == "23505":
@@ -224,17 +265,59 @@ class SupabaseGenerations:
         rows = _rows(data)
         return rows[0] if rows else dict(row)
 
-    def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
-        if not generation_ids:
-            return {}
-
-        def run() -> Any:
-            return (
-                self._client.table("image_generations")
-                .select("id,status")
-                .in_("id", list(generation_ids))
-                .execute()
-                .data
+    def catalogue_model(self, model_id: str, model_version: str | None) -> Row:
+        params = {"p_model_id": model_id, "p_model_version": model_version}
+        try:
+            data = call(
+                "catalogue_model",
+                lambda: self._client.rpc("catalogue_model", params).execute().data,
             )
+        except PermanentError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.code == CATALOGUE_REFUSED:
+                raise InvalidInput(
+                    f"the model catalogue refused the job: {cause.message}",
+                    details={"model_id": model_id, "model_version": model_version},
+                ) from cause
+            raise
+        rows = _rows(data)
+        if not rows or not rows[0].get("replicate_id"):
+            raise InvalidInput(f"the model catalogue has no active model {model_id}")
+        return rows[0]
 
-        return {str(r["id"]): str(r["status"]) for r in _rows(call("read generations", run))}
+    def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
+        """Read in chunks of ``ID_CHUNK`` ids, so a URL stays far below the gateway's 8 KB
+        (an id is 37 bytes in ``in.(...)``), and page each chunk by its exact count, so an
+        answer cut at ``max_rows`` (1,000 on hosted) never reads as "missing". Any read
+        failing fails the whole call: nothing is concluded from part of the answer."""
+        found: dict[str, str] = {}
+        ids = list(dict.fromkeys(generation_ids))
+        for start in range(0, len(ids), ID_CHUNK):
+            found.update(self._statuses(ids[start : start + ID_CHUNK]))
+        return found
+
+    def _statuses(self, ids: list[str]) -> dict[str, str]:
+        rows: list[dict[str, Any]] = []
+        while True:
+
+            def run(offset: int = len(rows)) -> Any:
+                return (
+                    self._client.table("image_generations")
+                    .select("id,status", count=CountMethod.exact)
+                    .in_("id", ids)
+                    .order("id")
+                    .range(offset, offset + len(ids) - 1)
+                    .execute()
+                )
+
+            response = call("read generations", run)
+            page = _rows(response.data)
+            rows.extend(page)
+            total = response.count
+            if total is None:
+                raise PermanentError("read generations: the answer carries no count")
+            if len(rows) >= total or not page:
+                break
+        if len(rows) < (total or 0):
+            raise RetryableError(f"read generations: {len(rows)} of {total} rows answered")
+        return {str(r["id"]): str(r["status"]) for r in rows}
