@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -107,6 +108,7 @@ async def _run_daemon(settings: Settings, *, once: bool) -> int:
 
 
 PROBE_BACKOFF_CAP = 30.0
+PROBE_SCHEMA_GRACE = 15.0  # seconds of PGRST202 at start before it means missing migrations
 
 
 async def probe_supabase(
@@ -115,22 +117,33 @@ async def probe_supabase(
     """One service-role-only call before the loop starts. A key the project refuses (wrong,
     anon or publishable; 401, 403, 42501) or missing migrations end the start with one line
     (exit 2); an unreachable or failing Supabase is retried until it answers (readiness
-    stays false meanwhile). Returns the problem, or None when Supabase answered."""
-    from worker.errors import PermanentError, WorkerError
+    stays false meanwhile). Returns the problem, or None when Supabase answered (or, with
+    ``retry=False``, when it did not refuse: the retrying probe then waits for it)."""
+    from worker.errors import PermanentError, SchemaNotReady, WorkerError
 
     loop = asyncio.get_running_loop()
     delay = 1.0
+    schema_since: float | None = None
     while True:
         try:
-            await loop.run_in_executor(
-                None, lambda: services.queue.next_scheduled_at(settings.job_types)
-            )
+            with _quiet("worker.supabase"):  # the probe's own line says it, once
+                await loop.run_in_executor(
+                    None, lambda: services.queue.next_scheduled_at(settings.job_types)
+                )
             return None
+        except SchemaNotReady as exc:
+            # Just after `db push` PostgREST may not list the functions for a moment; for
+            # longer, the migrations are missing.
+            schema_since = schema_since or time.monotonic()
+            if time.monotonic() - schema_since >= PROBE_SCHEMA_GRACE:
+                return refused_key_message(exc)
+            await asyncio.sleep(1.0)
+            continue
         except PermanentError as exc:
             return refused_key_message(exc)
         except WorkerError as exc:
             if not retry:
-                return None  # not a refusal: the retrying probe (health server up) waits
+                return None
             log.warning(
                 "cannot reach Supabase yet (%s); retrying in %.0fs",
                 exc.message,
@@ -139,6 +152,18 @@ async def probe_supabase(
             )
         await asyncio.sleep(delay)
         delay = min(PROBE_BACKOFF_CAP, delay * 2)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Silence one logger's records below CRITICAL for the duration."""
+    target = logging.getLogger(logger)
+    before = target.level
+    target.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        target.setLevel(before)
 
 
 def refused_key_message(exc: Exception) -> str:

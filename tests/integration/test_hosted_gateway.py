@@ -129,19 +129,18 @@ def test_a_refused_key_is_a_configuration_error_naming_the_variable(
     stack_state: StackState, log_dir: Path
 ) -> None:
     """An unknown sb_secret_ key: the gateway answers 401 {"message": "Invalid API key"}
-    with no code. The worker says, as an ERROR, which variable is wrong."""
+    with no code. The worker's start-up probe stops it (exit 2) with one line naming the
+    variable, and never prints the key."""
     bad = "sb_secret_" + "q" * 40
     worker = WorkerProcess(stack_state, log_dir, SUPABASE_SERVICE_ROLE_KEY=bad).start()
     try:
-        worker.wait_ready()
-        refused = wait_until(lambda: worker.actions("supabase.refused"), 20,
-                             message="the refusal logged")
+        assert worker.wait(30) == 2
     finally:
-        worker.stop()
-    assert refused[0]["level"].upper() == "ERROR"
-    assert "HTTP 401" in refused[0]["msg"]
-    claims = worker.actions("claim.failed")
-    assert claims and "SUPABASE_SERVICE_ROLE_KEY" in claims[0]["msg"]
+        worker.kill()
+    lines = worker.log_text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("picture-worker: SUPABASE_SERVICE_ROLE_KEY: the project refused")
+    assert "Invalid API key" in lines[0]
     assert bad not in worker.log_text()
 
 
