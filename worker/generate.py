@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ipaddress
+import json
 import logging
 import secrets
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from worker.errors import ConfigError
 TERMINAL = ("completed", "failed", "cancelled")
 DEFAULT_MODEL = "black-forest-labs/flux-schnell"
 POLL_SECONDS = 2.0
+CONFIRM_SECONDS = 5.0  # at most this long for Realtime's confirmation before starting
 NEEDS_USER = (
     "sign in as an existing user: pass --token, or --email and --password "
     "(generate creates users only on the local stack)"
@@ -97,13 +99,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
             model = api.resolve_model(args.model)
             token = api.user_token(args.token, args.email, args.password)
             body = request_body(args, model)
-            answer = api.start_generation(token, body)
-            gid = str(answer["generation_id"])
-            print(f"generation {gid} {answer.get('status', 'queued')} (model {model})", flush=True)
             if not args.wait:
+                answer = api.start_generation(token, body)
+                print(f"generation {answer['generation_id']} {answer.get('status', 'queued')} "
+                      f"(model {model})", flush=True)
                 print("follow it with --wait, or watch the image_generations row")
                 return 0
-            return follow(api, token, gid, Path(args.out), args.timeout)
+            return follow(api, token, body, model, Path(args.out), args.timeout)
     except GenerateError as exc:
         return _fail(str(exc), 1)
     except httpx.HTTPError as exc:
@@ -236,16 +238,13 @@ def _message(r: httpx.Response) -> str:
 
 
 # -- following ------
-def follow(api: Api, token: str, gid: str, out: Path, timeout: float) -> int:
+def follow(
+    api: Api, token: str, body: dict[str, Any], model: str, out: Path, timeout: float
+) -> int:
+    """Start the generation with its row's UPDATEs already subscribed, show each status as
+    it happens, then fetch and save the image."""
     started = time.monotonic()
-    seen: list[str] = []
-
-    def show(status: str) -> None:
-        if not seen or seen[-1] != status:
-            seen.append(status)
-            print(f"  {status:<12} {time.monotonic() - started:6.1f} s", flush=True)
-
-    status = asyncio.run(_watch(api, token, gid, show, started + timeout))
+    gid, status = asyncio.run(_start_and_watch(api, token, body, model, started, timeout))
     if status is None:
         print(f"picture-worker: still not finished after {timeout:.0f} s", file=sys.stderr)
         return 1
@@ -269,57 +268,99 @@ def follow(api: Api, token: str, gid: str, out: Path, timeout: float) -> int:
     return 0
 
 
-async def _watch(
-    api: Api, token: str, gid: str, show: Callable[[str], None], deadline: float
-) -> str | None:
-    """Realtime UPDATEs of the row (the app's way) and a slow poll: the first terminal
-    status seen, or None at the deadline."""
-    changed = asyncio.Event()
-    realtime = asyncio.create_task(_subscribe(api, token, gid, changed))
+async def _start_and_watch(
+    api: Api, token: str, body: dict[str, Any], model: str, started: float, timeout: float
+) -> tuple[str, str | None]:
+    """The user's own rows' UPDATEs over Realtime (the app's way; subscribed and confirmed
+    before the generation starts, so no status is missed), with a slow poll of the row as
+    the safety net. Returns the generation id and its terminal status (None: timed out)."""
     loop = asyncio.get_running_loop()
+    updates: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    confirmed = asyncio.Event()
+    realtime = asyncio.create_task(_subscribe(api, token, updates, confirmed))
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(confirmed.wait(), timeout=CONFIRM_SECONDS)
+    seen: list[str] = []
+    submitted = time.monotonic()  # elapsed times count from the request, as the app's would
+
+    def show(status: str) -> None:
+        if not seen or seen[-1] != status:
+            seen.append(status)
+            print(f"  {status:<12} {time.monotonic() - submitted:6.1f} s", flush=True)
+
     try:
+        answer = await loop.run_in_executor(None, api.start_generation, token, body)
+        gid = str(answer["generation_id"])
+        print(f"generation {gid} {answer.get('status', 'queued')} (model {model})", flush=True)
+        show(str(answer.get("status", "queued")))
+        deadline = started + timeout
         while time.monotonic() < deadline:
-            row = await loop.run_in_executor(None, api.generation, token, gid)
-            if row is None:
-                raise GenerateError(f"generation {gid} is not readable by this user")
-            show(str(row["status"]))
-            if row["status"] in TERMINAL:
-                return str(row["status"])
-            changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=POLL_SECONDS)
-        return None
+            try:
+                changed_gid, status = await asyncio.wait_for(updates.get(), POLL_SECONDS)
+                if changed_gid != gid:
+                    continue
+            except TimeoutError:
+                row = await loop.run_in_executor(None, api.generation, token, gid)
+                if row is None:
+                    raise GenerateError(f"generation {gid} is not readable by this user") from None
+                status = str(row["status"])
+            show(status)
+            if status in TERMINAL:
+                return gid, status
+        return gid, None
     finally:
         realtime.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await realtime
 
 
-async def _subscribe(api: Api, token: str, gid: str, changed: asyncio.Event) -> None:
-    """Wake the watcher on every UPDATE of the row; silent on failure (the poll goes on)."""
+def _user_id(token: str) -> str:
+    """The ``sub`` of the user's access token (read, not verified: it is our own token)."""
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return str(claims["sub"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise GenerateError("the access token is not a user's JWT") from None
+
+
+async def _subscribe(
+    api: Api, token: str, updates: asyncio.Queue[tuple[str, str]], confirmed: asyncio.Event
+) -> None:
+    """Queue (generation id, status) for every UPDATE of the user's generations; set
+    ``confirmed`` on the server's "Subscribed to PostgreSQL". Silent on failure: the poll
+    goes on."""
     from realtime import AsyncRealtimeClient
     from realtime.types import RealtimePostgresChangesListenEvent
 
     client = AsyncRealtimeClient(f"{api.url}/realtime/v1", token=api.key, auto_reconnect=False)
-    loop = asyncio.get_running_loop()
 
-    def wake(*_: Any) -> None:
-        loop.call_soon_threadsafe(changed.set)
+    def on_update(payload: Any) -> None:
+        record = (payload.get("data") or {}).get("record") or {}
+        if record.get("id") and record.get("status"):
+            updates.put_nowait((str(record["id"]), str(record["status"])))
+
+    def on_system(payload: Any) -> None:
+        message = str(payload.get("message", "") if isinstance(payload, dict) else payload)
+        if "Subscribed to PostgreSQL" in message:
+            confirmed.set()
 
     try:
         await client.connect()
         await client.set_auth(token)
-        channel = client.channel(f"generation-{gid}")
+        channel = client.channel(f"generations-{secrets.token_hex(4)}")
         channel.on_postgres_changes(
             RealtimePostgresChangesListenEvent.Update,
-            wake,
+            on_update,
             table="image_generations",
             schema="public",
-            filter=f"id=eq.{gid}",
+            filter=f"user_id=eq.{_user_id(token)}",
         )
-        await channel.subscribe(wake)
+        channel.on_system(on_system)
+        await channel.subscribe()
         await asyncio.Event().wait()
     except Exception:  # Realtime only makes the poll faster: its failure is not ours
+        confirmed.set()
         return
     finally:
         with contextlib.suppress(Exception):
