@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from worker import generate
+
 
 def register(sub: Any) -> None:
     """Add the operations commands to ``sub`` (argparse subparsers)."""
@@ -16,6 +18,7 @@ def register(sub: Any) -> None:
     _add_requeue(sub)
     _add_enqueue(sub)
     _add_cancel(sub)
+    generate.register(sub)
 
 
 # -- functions ------
@@ -37,6 +40,7 @@ def _add_functions(sub: Any) -> None:
 
 def _cmd_functions(args: argparse.Namespace) -> int:
     import os
+    import signal
 
     import uvicorn
 
@@ -54,9 +58,12 @@ def _cmd_functions(args: argparse.Namespace) -> int:
     settings = config.worker_settings
     logs.configure(
         settings.log_level if settings else "INFO",
-        settings.log_format if settings else "json",
+        settings.log_format if settings else "auto",
         config.secrets(),
     )
+    # uvicorn stops gracefully on SIGTERM and then re-raises the signal under the handler it
+    # found: make that one a no-op so a requested stop exits 0, as `run` does.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
     uvicorn.run(
         app,
         host=args.host,
@@ -206,18 +213,26 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         return _ops_fail(exc.message, exc.exit_code)
 
     def action(operations: Any) -> int:
+        skipped = 0
         if job_id is not None:
             count = operations.retry_job(job_id, include_cancelled=args.cancelled)
         else:
-            count = operations.retry_failed(job_type, args.limit, include_cancelled=args.cancelled)
+            count, skipped = operations.retry_failed(
+                job_type, args.limit, include_cancelled=args.cancelled
+            )
         what = "failed or cancelled" if args.cancelled else "failed"
         if args.json:
-            _print_json({"requeued": count, "job_id": job_id})
+            _print_json({"requeued": count, "skipped": skipped, "job_id": job_id})
         elif job_id is not None:
             print(f"job {job_id} requeued (pending, attempts reset)")
         else:
             scope = f" {job_type}" if job_type else ""
             print(f"{count} {what}{scope} job(s) requeued" if count else f"no {what}{scope} jobs")
+            if skipped:
+                print(
+                    f"{skipped} skipped: another live job holds their dedupe key "
+                    "(they stay failed; see `picture-worker status`)"
+                )
         return 0 if count else 1
 
     return _run_ops(args, action)
@@ -384,6 +399,7 @@ def _render_status(report: Any) -> str:
     out += ["", "By type and status", _table(report.by_type, _BY_TYPE, "(no jobs)")]
     out += ["", f"Workers ({len(report.workers)} live)"]
     out.append(_table(report.workers, _WORKERS, "(none seen in the last 2 minutes)"))
-    out += ["", f"Recent failures (24 h, newest {len(report.recent_failures)})"]
+    shown = len(report.recent_failures)
+    out += ["", f"Recent failures (24 h, newest {shown})" if shown else "Recent failures (24 h)"]
     out.append(_table(report.recent_failures, _FAILURES, "(none)"))
     return "\n".join(out)

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,12 @@ class Daemon:
         self._claim_failures = 0
         self.router = WakeRouter(self.worker_id, self.settings.job_types)
         self._next_at: datetime | None = None  # earliest retry, from the last claim answer
+        # A claim failed (or a completion that claimed was sent twice): jobs may be held
+        # under our id that we do not know. Guarded by _chain_lock, with _chains: the jobs
+        # whose completion may be claiming for their thread right now.
+        self._claims_in_doubt = False
+        self._chain_lock = threading.Lock()
+        self._chains: set[str] = set()
 
     # -- public state ------
     @property
@@ -131,12 +138,14 @@ class Daemon:
         self.metrics.set("picture_worker_jobs_in_flight", 0)
         await self._register()
         log.info(
-            "worker %s started: concurrency %d, job types %s, realtime %s, mode %s",
+            "worker %s started: concurrency %d, job types %s; wakes on %s; predictions by %s",
             self.worker_id,
             self.settings.concurrency,
             ",".join(self.settings.job_types),
-            "on" if self.settings.realtime else "off",
-            self.mode,
+            f"Realtime INSERTs and a poll every {self.settings.poll_interval:g}s"
+            if self.settings.realtime
+            else f"a poll every {self.settings.poll_interval:g}s (realtime off)",
+            "webhook" if self.mode == "webhook" else "polling Replicate",
             extra={"action": "worker.started", "worker_id": self.worker_id},
         )
         background = [
@@ -211,6 +220,8 @@ class Daemon:
             await self._sleep_until_wake(await self._wait_timeout(free, claimed))
 
     async def _claim(self, free: int) -> list[Job]:
+        if self._claims_in_doubt:
+            await self._release_lost_claims()
         credit = self.services.credit
         self.metrics.set("picture_worker_generate_paused", 1 if credit.paused() else 0)
         types = credit.claimable(self.settings.job_types)
@@ -220,15 +231,19 @@ class Daemon:
             jobs = await self._claim_batch(free, types)
         except WorkerError as exc:
             self._claim_failures += 1
+            self.metrics.inc("picture_worker_claims_total", result="error")
             log.warning(
                 "claim failed (%d in a row): %s",
                 self._claim_failures,
                 exc.message,
                 extra={"action": "claim.failed", "worker_id": self.worker_id},
             )
+            self._doubt()
+            await self._release_lost_claims()
             return []
         self._claim_failures = 0
         self.last_db_ok = time.monotonic()
+        self.metrics.inc("picture_worker_claims_total", result="jobs" if jobs else "empty")
         now = datetime.now(UTC)
         for job in jobs:
             if job.due_at is not None:
@@ -259,9 +274,42 @@ class Daemon:
         self._next_at = answer.next_at
         return list(answer.jobs)
 
+    async def _release_lost_claims(self) -> None:
+        """A failed claim may have committed with its answer lost: hand back the jobs held
+        under this worker's id that it is not running (attempt given back), so they do not
+        wait for their lease to expire. Tried again before each claim until it answers."""
+        with self._chain_lock:
+            if self._chains:  # a completion may be claiming right now: after it lands
+                return
+        known = list(self.in_flight)
+        queue = self.services.queue
+        try:
+            released = await self._io_call(lambda: queue.release_lost(self.worker_id, known))
+        except WorkerError as exc:
+            log.warning(
+                "could not check for lost claims yet: %s",
+                exc.message,
+                extra={"action": "claim.recovery_failed", "worker_id": self.worker_id},
+            )
+            return
+        with self._chain_lock:
+            self._claims_in_doubt = False
+        if released:
+            log.warning(
+                "released %d job(s) claimed by a call whose answer was lost: %s",
+                len(released),
+                ", ".join(released),
+                extra={"action": "claim.recovered", "worker_id": self.worker_id},
+            )
+            self.wake()
+
     def _submit(self, job: Job) -> None:
         ctx = JobContext(
-            job, self.services, self.worker_id, self.settings.job_timeout, chain=self._chain
+            job,
+            self.services,
+            self.worker_id,
+            self.settings.job_timeout,
+            chain=functools.partial(self._chain, job.id),
         )
         self.in_flight[job.id] = ctx
         self.metrics.set("picture_worker_jobs_in_flight", len(self.in_flight))
@@ -274,15 +322,24 @@ class Daemon:
 
         future.add_done_callback(done)
 
-    def _chain(self) -> Chain | None:
+    def _chain(self, job_id: str) -> Chain | None:
         """Called from a job thread as its job completes: what that call may claim for the
-        thread (one job, of the types claimable now), or nothing while stopping."""
+        thread (one job, of the types claimable now), or nothing while stopping or while
+        lost claims are being looked for (that search must not race a claim in flight)."""
         if self._stop is None or self._stop.is_set():
             return None
         types = self.services.credit.claimable(self.settings.job_types)
         if not types:
             return None
+        with self._chain_lock:
+            if self._claims_in_doubt:
+                return None
+            self._chains.add(job_id)
         return Chain(1, tuple(types), self.settings.lease_seconds)
+
+    def _doubt(self) -> None:
+        with self._chain_lock:
+            self._claims_in_doubt = True
 
     def _job_done(self, job_id: str, future: Any) -> None:
         self.in_flight.pop(job_id, None)
@@ -295,6 +352,15 @@ class Daemon:
         nxt = outcome.next if isinstance(outcome, Outcome) else None
         if nxt is not None:
             self._adopt(nxt)
+        with self._chain_lock:
+            chained = job_id in self._chains
+            self._chains.discard(job_id)
+        if chained and (nxt is None or nxt.in_doubt):
+            # The completion may have claimed (its answer lost, or sent twice): look for
+            # jobs held under our id that we do not run, before the next claim.
+            self._doubt()
+            if self._wake is not None:
+                self._wake.set()
         # The thread is free: claim for it, unless its completion already did (and either
         # found a job, now running, or found the queue empty).
         if self._wake is not None and (self.once or nxt is None or not (nxt.jobs or nxt.asked)):

@@ -6,13 +6,18 @@
     │   ├── RetryableError          transient: network, timeouts, HTTP 429 / 5xx
     │   │   ├── ProviderBusy        Replicate 429 (throttled)
     │   │   ├── DeadlineExceeded    the job ran past WORKER_JOB_TIMEOUT
-    │   │   └── InsufficientCredit  Replicate 402: generate claims pause for a while
+    │   │   ├── InsufficientCredit  Replicate 402: generate claims pause for a while
+    │   │   └── SchemaNotReady      PostgREST's schema cache lacks a function or table
+    │   │                           (PGRST202/PGRST205 right after a migration): the job
+    │   │                           is released, its attempt given back
     │   └── PermanentError          fail now, no retry is spent
     │       ├── InvalidInput        the provider rejected the input (422) or the model is unknown
     │       ├── PredictionFailed    the model ran and failed (NSFW, crash, canceled, aborted)
     │       ├── FetchRefused        a URL failed the safe-fetch rules (scheme, host, address,
     │       │                       size, content type)
     │       ├── MissingGeneration   the job's generation row does not exist
+    │       ├── Misconfigured       Supabase refused the key (401/403), or a migration is
+    │       │                       missing for good: the operator must act
     │       └── GenerationClosed    the generation was cancelled, failed or deleted: its
     │                               image is not stored (the database refused it, PT410)
     ├── JobCancelled                the generation was cancelled while the job ran
@@ -72,6 +77,10 @@ class InsufficientCredit(RetryableError):
     """The provider account has no credit (HTTP 402); generation pauses until it is topped up."""
 
 
+class SchemaNotReady(RetryableError):
+    """PostgREST's schema cache does not list a function or table yet (just migrated)."""
+
+
 class PermanentError(JobError):
     """A failure that no retry can fix."""
 
@@ -92,6 +101,10 @@ class FetchRefused(PermanentError):
 
 class MissingGeneration(PermanentError):
     """The job's generation does not exist."""
+
+
+class Misconfigured(PermanentError):
+    """Supabase refused the request: a wrong key, a missing grant or a missing migration."""
 
 
 class GenerationClosed(PermanentError):

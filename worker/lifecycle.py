@@ -31,7 +31,7 @@ from worker.errors import (
     RetryableError,
     WorkerError,
 )
-from worker.ports import Fetcher, ImageModel, Prediction, PredictionDone
+from worker.ports import Catalogue, Fetcher, ImageModel, Prediction, PredictionDone
 from worker.replicate.inputs import (
     GenerationRequest,
     build_input,
@@ -105,12 +105,16 @@ def create(
     fetch_sources: Fetcher,
     request: GenerationRequest,
     *,
+    catalogue: Catalogue,
     cancel_after: float,
     webhook: str | None = None,
 ) -> Prediction:
-    """Create the prediction for ``request``: the version, the img2img source (fetched
-    safely, sent as a data URI) and the model's input. With ``webhook`` it does not wait
-    and Replicate reports the end to that URL; ``cancel_after`` bounds its life."""
+    """Create the prediction for ``request``: the catalogue's word first (an active model,
+    its own version: ``InvalidInput`` otherwise, before anything is paid), the version, the
+    img2img source (fetched safely, sent as a data URI) and the model's input. With
+    ``webhook`` it does not wait and Replicate reports the end to that URL;
+    ``cancel_after`` bounds its life."""
+    request = checked(catalogue, request)
     version = resolve_version(request)
     if uses_img2img(request) and request.source_image_url:
         fetched = fetch_sources.fetch(request.source_image_url, expect=SOURCE_FORMATS)
@@ -124,6 +128,16 @@ def create(
         cancel_after=max(MIN_CANCEL_AFTER, int(cancel_after)),
         wait=not webhook,
     )
+
+
+def checked(catalogue: Catalogue, request: GenerationRequest) -> GenerationRequest:
+    """``request`` as the catalogue allows it (``catalogue_model``, as service_role): the
+    catalogue's version when the payload has none."""
+    row = catalogue.catalogue_model(request.model_id, request.model_version)
+    version = row.get("version")
+    if not request.model_version and isinstance(version, str) and version:
+        return dataclasses.replace(request, model_version=version)
+    return request
 
 
 def start_or_reuse(
@@ -152,7 +166,10 @@ def start_or_reuse(
     # and the prediction gets the same budget from now (Replicate then reports it canceled).
     budget = ctx.services.settings.job_timeout if webhook else ctx.remaining()
     fetch = ctx.services.fetch_sources
-    prediction = create(model, fetch, request, cancel_after=budget, webhook=webhook)
+    catalogue = ctx.services.generations
+    prediction = create(
+        model, fetch, request, catalogue=catalogue, cancel_after=budget, webhook=webhook
+    )
     try:
         ctx.services.generations.update(gid, {"replicate_prediction_id": prediction.id})
     except RetryableError as exc:

@@ -1,4 +1,13 @@
-"""Logging setup: JSON lines (default) or text, secrets redacted. Only the CLI calls configure()."""
+"""Logging setup: JSON lines or text, secrets redacted. Only the CLI calls configure().
+
+``WORKER_LOG_FORMAT=auto`` (the default) writes text to a terminal and JSON lines anywhere
+else (a container, a file, a pipe); the image presets ``json``.
+
+Libraries that log on their own (the Realtime client logs ERROR "Connection failed" on
+every reconnect, httpx logs every request at INFO) are folded in: their records are
+demoted to DEBUG, so they show only with WORKER_LOG_LEVEL=DEBUG, and the daemon reports the
+same events in its own lines (``realtime.error``, ``realtime.retry``, ``claim.failed``...).
+"""
 
 from __future__ import annotations
 
@@ -39,8 +48,45 @@ class Redactor(logging.Filter):
         return True
 
 
+# Extra fields that are presentation for another formatter (uvicorn's ANSI-coloured copy of
+# its message), never data.
+_HIDDEN = {"color_message"}
+# Client libraries whose own records the worker reports better itself (their failures
+# reach our code as exceptions). uvicorn and asyncio are not among them: their errors are
+# real ones.
+LIBRARIES = ("httpx", "httpcore", "hpack", "websockets", "realtime", "postgrest", "storage3",
+             "supabase")
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    return {
+        k: v
+        for k, v in vars(record).items()
+        if k not in _STANDARD and k not in _HIDDEN and not k.startswith("_")
+    }
+
+
+class DemoteLibraries(logging.Filter):
+    """Records of the libraries' own loggers become DEBUG (kept only at DEBUG level)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] not in LIBRARIES:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self._level <= logging.DEBUG
+
+
+def resolve_format(fmt: str, stream: Any = None) -> str:
+    """``auto``: text on a terminal, JSON lines otherwise."""
+    if fmt != "auto":
+        return fmt
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,24 +124,19 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+def configure(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    fmt = resolve_format(fmt, sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    numeric = logging.getLevelName(level)
+    handler.addFilter(DemoteLibraries(numeric if isinstance(numeric, int) else logging.INFO))
     handler.addFilter(Redactor(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Libraries log request URLs and payloads at INFO/DEBUG; keep them quiet.
-    for noisy in (
-        "httpx",
-        "httpcore",
-        "hpack",
-        "websockets",
-        "realtime",
-        "postgrest",
-        "storage3",
-        "supabase",
-    ):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Libraries log request URLs and payloads at INFO/DEBUG: do not even build those records
+    # unless asked for DEBUG.
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

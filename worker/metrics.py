@@ -39,6 +39,10 @@ class Metrics:
         if buckets:
             self._buckets[name] = buckets
 
+    def described(self) -> dict[str, str]:
+        """Every described metric and its type (also those with no sample yet)."""
+        return {name: kind for name, (kind, _text) in self._help.items()}
+
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
         with self._lock:
@@ -116,7 +120,11 @@ def worker_metrics() -> Metrics:
     m.describe(
         "picture_worker_realtime_connected", "gauge", "1 while the Realtime subscription is live."
     )
-    m.describe("picture_worker_claims_total", "counter", "Claim calls, by trigger.")
+    m.describe(
+        "picture_worker_claims_total",
+        "counter",
+        "Claim rounds, by result: jobs, empty (nothing claimable), error.",
+    )
     m.describe("picture_worker_realtime_reconnects_total", "counter", "Realtime (re)subscriptions.")
     m.describe(
         "picture_worker_generate_paused",

@@ -44,6 +44,8 @@ def default_migrations_dir() -> Path:
 
 
 def discover(directory: Path) -> list[Migration]:
+    if not directory.is_dir():
+        raise MigrationError(f"{directory}: no such folder of migrations")
     found: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
         match = _NAME.match(path.name)

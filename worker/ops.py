@@ -24,6 +24,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
 from supabase import Client
 
+from worker.adapters import _http
 from worker.jobs import enqueue_params
 from worker.settings import JOB_TYPES, SupabaseSettings
 from worker.statuses import GENERATION_TERMINAL, JobStatus
@@ -89,7 +90,9 @@ def parse_payload(job_type: str, text: str) -> dict[str, Any]:
     missing = [k for k in REQUIRED_PAYLOAD_KEYS.get(job_type, ()) if payload.get(k) in (None, "")]
     if missing:
         raise OpsError(
-            f"a {job_type} payload needs {', '.join(missing)} (see SPEC section 4)", EXIT_USAGE
+            f"a {job_type} payload needs {', '.join(missing)} "
+            "(see 'enqueue' in docs/operations.md)",
+            EXIT_USAGE,
         )
     return payload
 
@@ -157,6 +160,7 @@ class Operations:
     # -- plumbing ------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one request; library failures become one-line ``OpsError``s."""
+        _http.forget()
         try:
             return fn()
         except APIError as exc:
@@ -172,7 +176,14 @@ class Operations:
     def _api_error(what: str, exc: APIError) -> OpsError:
         code = str(exc.code or "")
         message = str(exc.message or exc.details or "error")
-        if code in _AUTH_CODES:
+        answer = _http.last_answer()  # the gateway's bodies carry no code: its status tells
+        status = answer.status if answer is not None else None
+        if status in _http.RETRYABLE:
+            return OpsError(
+                f"{what}: Supabase is unavailable right now (HTTP {status}: {message}); "
+                "try again in a moment"
+            )
+        if code in _AUTH_CODES or status in _http.REFUSED:
             return OpsError(
                 f"{what}: Supabase refused the request ({message}); "
                 "SUPABASE_SERVICE_ROLE_KEY must be the project's service_role (secret) key",
@@ -246,13 +257,29 @@ class Operations:
 
     def retry_failed(
         self, job_type: str | None, limit: int, *, include_cancelled: bool = False
-    ) -> int:
+    ) -> tuple[int, int]:
+        """Requeue up to ``limit`` failed (or cancelled) jobs, oldest first. Returns
+        (requeued, skipped): retry_jobs skips a job whose dedupe key is live again."""
+        statuses = [JobStatus.FAILED] + ([JobStatus.CANCELLED] if include_cancelled else [])
+
+        def count_candidates() -> Any:
+            query = (
+                self._client.table("job_queue")
+                .select("id", count=CountMethod.exact)
+                .in_("status", [str(s) for s in statuses])
+            )
+            if job_type is not None:
+                query = query.eq("job_type", job_type)
+            return query.limit(1).execute().count
+
+        candidates = min(limit, int(self._call("count failed jobs", count_candidates) or 0))
         params = {
             "p_job_type": job_type,
             "p_limit": limit,
             "p_include_cancelled": include_cancelled,
         }
-        return _as_int(self._rpc("retry_jobs", params))
+        requeued = _as_int(self._rpc("retry_jobs", params))
+        return requeued, max(0, candidates - requeued)
 
     # -- requeue, enqueue, cancel ------
     def requeue_stuck(self) -> int:

@@ -73,6 +73,9 @@ class Claimed:
     jobs: tuple[Job, ...] = ()
     next_at: datetime | None = None
     asked: int = 0
+    # The call was sent more than once (an answer lost): an earlier attempt may have
+    # claimed jobs that this answer does not name. The daemon then releases lost claims.
+    in_doubt: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,15 @@ class Queue(Protocol):
 
     def release(self, job_id: str, worker_id: str) -> bool: ...
 
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        """Release (pending, attempt given back) the jobs processing under ``worker_id``
+        that are not in ``known``: claims whose answer was lost. Their ids."""
+        ...
+
+    def read(self, job_id: str) -> Row | None:
+        """The job's row (None: no such job)."""
+        ...
+
     def enqueue(
         self,
         job_type: str,
@@ -341,7 +353,15 @@ class Queue(Protocol):
         ...
 
 
-class Generations(Protocol):
+class Catalogue(Protocol):
+    def catalogue_model(self, model_id: str, model_version: str | None) -> Row:
+        """The active ``models`` row of ``model_id`` (a replicate_id) when ``model_version``
+        is None or its own version (``catalogue_model`` in SQL); else ``InvalidInput``
+        naming model_id or model_version. Asked before paying for a prediction."""
+        ...
+
+
+class Generations(Catalogue, Protocol):
     def get(self, generation_id: str) -> Row | None: ...
 
     def update(

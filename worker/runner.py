@@ -31,6 +31,7 @@ from worker.errors import (
     JobCancelled,
     JobError,
     LeaseLost,
+    SchemaNotReady,
     WorkerError,
 )
 from worker.handlers import HANDLERS
@@ -44,6 +45,7 @@ from worker.statuses import GENERATION_TERMINAL, GenerationStatus, JobOutcome, J
 log = logging.getLogger("worker.runner")
 
 GENERATION_JOBS = (GENERATE_IMAGE, DOWNLOAD_IMAGE)
+SCHEMA_PAUSE = 3.0  # seconds without claims after a schema-cache miss
 QUIET = frozenset(  # logged at INFO; the others at WARNING
     {JobOutcome.COMPLETED, JobOutcome.RELEASED, JobOutcome.PAUSED, JobOutcome.CANCELLED}
 )
@@ -118,6 +120,14 @@ class Runner:
             return Outcome(JobOutcome.RELEASED, "stopped for shutdown")
         except LeaseLost as exc:
             return Outcome(JobOutcome.LEASE_LOST, exc.message)
+        except SchemaNotReady as exc:
+            # Right after a migration: nothing is wrong with the job. Give the attempt back
+            # and pause claims until PostgREST's schema cache has reloaded (a few minutes
+            # of this and it becomes a configuration error: worker.adapters._errors).
+            ctx.log("job.schema_wait", "%s", exc.message, level=logging.WARNING)
+            self.services.credit.pause_all(SCHEMA_PAUSE)
+            self.services.queue.release(job.id, self.worker_id)
+            return Outcome(JobOutcome.RELEASED, f"{exc.message}; released, claims paused")
         except InsufficientCredit as exc:
             # Out of credit is not the job's fault: give the attempt back and pause claims.
             pause = self.services.settings.credit_pause_seconds
@@ -166,6 +176,12 @@ class Runner:
             )
         except LeaseLost as lost:
             return Outcome(JobOutcome.LEASE_LOST, lost.message)
+        except WorkerError as unsaved:
+            # The outcome could not be written: the lease brings the job back (or fails it
+            # on its last attempt). A final failure still shows on the generation now.
+            if decision.final:
+                self._mirror_on_generation(ctx, decision.message, True)
+            return Outcome(JobOutcome.FAILED, f"{decision.message}; not saved: {unsaved.message}")
         final = row.get("status") != JobStatus.PENDING
         self._mirror_on_generation(ctx, decision.message, final)
         return Outcome(JobOutcome.FAILED if final else JobOutcome.RETRY, decision.message)

@@ -15,11 +15,18 @@ from worker.settings import Settings
 
 
 class CreditGate:
-    """Shared pause of generate-image claims after the provider answered 402."""
+    """Shared pauses of claims: generate-image after the provider answered 402 (``pause``);
+    every job type, briefly, after a job met PostgREST's schema cache without a function it
+    needs (``pause_all``: right after a migration, until the cache reloads)."""
 
     def __init__(self) -> None:
         self._until = 0.0
+        self._all_until = 0.0
         self._lock = threading.Lock()
+
+    def pause_all(self, seconds: float) -> None:
+        with self._lock:
+            self._all_until = max(self._all_until, time.monotonic() + seconds)
 
     def pause(self, seconds: float) -> None:
         with self._lock:
@@ -34,6 +41,8 @@ class CreditGate:
     def claimable(self, job_types: Iterable[str]) -> list[str]:
         """The job types worth claiming now: generate-image waits out a pause (the daemon
         and process-jobs both claim through this)."""
+        if time.monotonic() < self._all_until:
+            return []
         paused = self.paused()
         return [t for t in job_types if not (paused and t == GENERATE_IMAGE)]
 

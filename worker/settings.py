@@ -113,6 +113,27 @@ class SupabaseSettings(BaseSettings):
         """Rules that span several variables (raise ConfigError)."""
 
 
+class ClientSettings(BaseSettings):
+    """What a client app ships with (``picture-worker generate``): the project URL and its
+    public key. Never a service key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
+
+    supabase_url: HttpUrl = Field(validation_alias="SUPABASE_URL")
+    client_key: Secret = Field(
+        validation_alias=AliasChoices("SUPABASE_PUBLISHABLE_KEY", "SUPABASE_ANON_KEY")
+    )
+
+    @classmethod
+    def load(cls) -> Self:
+        try:
+            return cls()  # type: ignore[call-arg]  # read from the environment
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(cls, exc)) from None
+
+
 class Settings(SupabaseSettings):
     """Environment variables of ``picture-worker run`` (see the README's configuration table)."""
 
@@ -189,7 +210,10 @@ class Settings(SupabaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias="WORKER_LOG_LEVEL"
     )
-    log_format: Literal["json", "text"] = Field("json", validation_alias="WORKER_LOG_FORMAT")
+    # auto: text on a terminal, JSON lines otherwise (the image presets json)
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", validation_alias="WORKER_LOG_FORMAT"
+    )
     health_host: str = Field("0.0.0.0", validation_alias="WORKER_HEALTH_HOST")
     health_port: int = Field(8080, ge=0, le=65535, validation_alias="WORKER_HEALTH_PORT")
 

@@ -7,7 +7,8 @@ prediction id, no live job and no change for WORKER_WEBHOOK_CHECK_AFTER seconds.
 fetches the prediction and advances the generation exactly as a delivery would; a
 prediction still running only touches the row, so it is checked again after the same
 delay. The jobs' dedupe key (``webhook:<prediction_id>``) makes concurrent runs by several
-workers (and pg_cron's backstop schedule) harmless.
+workers harmless. (There is no pg_cron schedule for it: it would enqueue checks in
+deployments that never use webhooks; webhook-mode workers run it, with their own delay.)
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from supabase import Client, ClientOptions, create_client
 
+from worker.adapters import _http
 from worker.adapters.realtime import RealtimeWakeups
 from worker.adapters.rest import SupabaseGenerations, SupabaseQueue
 from worker.adapters.storage import SupabaseImageStore
@@ -38,12 +39,15 @@ STORAGE_TIMEOUT = 120.0
 def supabase_client(
     url: str, key: str, *, timeout: float = DB_TIMEOUT, storage_timeout: float = STORAGE_TIMEOUT
 ) -> Client:
-    """A new server-side supabase-py client for ``key`` (no session, no token refresh)."""
+    """A new server-side supabase-py client for ``key`` (no session, no token refresh).
+
+    Its REST, Storage and Auth clients share one httpx client whose hooks record each
+    answer's HTTP status (``worker.adapters._http``): supabase-py's errors drop it, and a
+    gateway's 502 must not read like a permanent refusal."""
     options = ClientOptions(
         auto_refresh_token=False,
         persist_session=False,
-        postgrest_client_timeout=timeout,
-        storage_client_timeout=int(storage_timeout),
+        httpx_client=_http.http_client(timeout, write_timeout=storage_timeout),
     )
     return create_client(url, key, options)
 

@@ -10,6 +10,8 @@ The product never imports this package; a runtime install simply lacks these com
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,9 @@ def cmd_stack(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
             state = stack.up(log=lambda m: print(m, file=sys.stderr, flush=True))
-            _print_env(state.env())
+            _print_env(state.env(), args.format)
         elif args.action == "env":
-            _print_env(stack.state().env())
+            _print_env(stack.state().env(), args.format)
         elif args.action == "down":
             stack.down()
             print("stack stopped", file=sys.stderr)
@@ -52,15 +54,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _fail(f"demo failed: {type(exc).__name__}: {exc}", 1)
 
 
-def _print_env(env: dict[str, str]) -> None:
+def _print_env(env: dict[str, str], fmt: str) -> None:
+    """``shell``: ``export K=V`` lines for eval/source; ``env-file``: ``K=V`` lines for
+    ``docker|podman run --env-file`` (no quotes, no comments: env files keep them); ``json``."""
+    if fmt == "json":
+        print(json.dumps(env, indent=2))
+        return
+    prefix = "export " if fmt == "shell" else ""
     for key, value in env.items():
-        print(f"export {key}={value}")
+        print(f"{prefix}{key}={shlex.quote(value) if fmt == 'shell' else value}")
 
 
 def register_stack(sub: Any) -> None:
     stack = sub.add_parser("stack", help="the local Supabase-compatible stack (development)")
     stack.add_argument("action", choices=["up", "env", "down", "reset"])
     stack.add_argument("--root", default=".stack", help="state folder (default: .stack)")
+    stack.add_argument(
+        "--format",
+        choices=["shell", "env-file", "json"],
+        default="shell",
+        help="how up/env print the variables: shell `export` lines (default), an env file "
+        "for `podman run --env-file`, or JSON",
+    )
     stack.set_defaults(func=cmd_stack)
 
 

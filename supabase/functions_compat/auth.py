@@ -5,10 +5,14 @@
   legacy JWT secret (its raw UTF-8 bytes, as GoTrue uses it); ES256 / RS256 with the public
   keys of the project's JWKS (``{SUPABASE_URL}/auth/v1/.well-known/jwks.json``), fetched
   with an async client (the local stack serves the JWKS from this very process, so a
-  blocking fetch on the event loop would deadlock) and cached for five minutes.
-- ``exp`` is required; user endpoints also require ``aud`` = ``authenticated``,
-  ``role`` = ``authenticated`` and a uuid ``sub``; ``FUNCTIONS_JWT_ISSUER``, when set,
-  is checked as ``iss``.
+  blocking fetch on the event loop would deadlock), cached for five minutes and fetched
+  again for a ``kid`` it does not know (rotation).
+- The project's API keys are accepted in both forms: the legacy service_role JWT or the
+  ``sb_secret_`` key (``service``), the anon JWT or the ``sb_publishable_`` key (``project``).
+- ``exp`` is required, with PostgREST's 30 s of leeway on ``exp``/``nbf``/``iat`` (a host a
+  second behind Auth must not refuse fresh tokens); user endpoints also require
+  ``aud`` = ``authenticated``, ``role`` = ``authenticated`` and a uuid ``sub``;
+  ``FUNCTIONS_JWT_ISSUER``, when set, is checked as ``iss``.
 
 Three levels: ``user`` (start-generation, generate-image), ``project`` (any valid project
 JWT, the anon key included: process-jobs) and ``service`` (the service_role key only:
@@ -17,6 +21,7 @@ process-generation).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -36,7 +41,10 @@ log = logging.getLogger("functions_compat.auth")
 
 ASYMMETRIC = ("ES256", "RS256")
 JWKS_LIFESPAN = 300.0  # Supabase caches 10 min at the edge; stay below that
-JWKS_MIN_REFRESH = 30.0  # an unknown kid refetches at most this often
+JWKS_MIN_REFRESH = 30.0  # a kid a fetch did not find is not fetched for again this long
+JWKS_MIN_GAP = 1.0  # seconds between two fetches for unknown kids
+JWKS_MAX_UNKNOWN = 1024
+LEEWAY = 30  # seconds of clock skew allowed on exp/nbf/iat, as PostgREST allows
 JWKS_TIMEOUT = 5.0
 MAX_TOKEN_CHARS = 16_384
 
@@ -55,7 +63,13 @@ class Caller:
 
 
 class JwksCache:
-    """The project's asymmetric public keys, by ``kid``, refreshed every few minutes."""
+    """The project's asymmetric public keys, by ``kid``, refreshed every few minutes.
+
+    A token whose ``kid`` is not in the cache makes it fetch the JWKS again (a key was
+    rotated in since), at most once per ``min_gap`` seconds (a second such token waits for
+    the gap rather than being refused); a ``kid`` still unknown after that fetch is
+    remembered as unknown for ``min_refresh`` seconds, so a stream of forged ``kid``s cannot
+    make it fetch on every request."""
 
     def __init__(
         self,
@@ -63,14 +77,17 @@ class JwksCache:
         *,
         lifespan: float = JWKS_LIFESPAN,
         min_refresh: float = JWKS_MIN_REFRESH,
+        min_gap: float = JWKS_MIN_GAP,
         timeout: float = JWKS_TIMEOUT,
     ) -> None:
         self.url = url
         self.lifespan = lifespan
         self.min_refresh = min_refresh
+        self.min_gap = min_gap
         self.timeout = timeout
         self._keys: list[jwt.PyJWK] = []
         self._fetched_at: float | None = None
+        self._unknown: dict[str, float] = {}  # kid -> when a fetch did not find it
         self.fetches = 0
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
@@ -78,20 +95,37 @@ class JwksCache:
         if self._fetched_at is None or now - self._fetched_at > self.lifespan:
             await self._refresh()
         key = self._find(kid, alg)
-        if (
-            key is None
-            and self._fetched_at is not None
-            and now - self._fetched_at > self.min_refresh
-        ):
-            await self._refresh()  # a key rotated in since the last fetch
+        if key is None and kid is not None and self._worth_refetching(kid):
+            await self._refresh_for(kid)
             key = self._find(kid, alg)
+            if key is None:
+                if len(self._unknown) > JWKS_MAX_UNKNOWN:
+                    self._unknown.clear()
+                self._unknown[kid] = time.monotonic()
         if key is None:
             raise AuthError("Invalid JWT: no matching signing key")
         return key
 
-    def _find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+    def _worth_refetching(self, kid: str) -> bool:
+        seen = self._unknown.get(kid)
+        return seen is None or time.monotonic() - seen > self.min_refresh
+
+    async def _refresh_for(self, kid: str) -> None:
+        """Fetch again for a new ``kid``, no sooner than ``min_gap`` after the last fetch."""
+        fetched = self._fetched_at
+        if fetched is not None:
+            wait = self.min_gap - (time.monotonic() - fetched)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._fetched_at != fetched and self._find(kid, None) is not None:
+                return  # another request fetched meanwhile and found it
+        await self._refresh()
+
+    def _find(self, kid: str | None, alg: str | None) -> jwt.PyJWK | None:
         matches = [
-            k for k in self._keys if k.algorithm_name == alg and (kid is None or k.key_id == kid)
+            k
+            for k in self._keys
+            if (alg is None or k.algorithm_name == alg) and (kid is None or k.key_id == kid)
         ]
         return matches[0] if len(matches) == 1 or (kid is not None and matches) else None
 
@@ -143,8 +177,7 @@ class TokenVerifier:
         if self._is_service_key(token):
             return Caller("service_role")
         if token.startswith("sb_"):
-            anon = self.config.anon_key
-            if anon and anon.startswith("sb_") and hmac.compare_digest(token, anon):
+            if _one_of(token, self.config.public_keys):  # sb_publishable_: acts as anon
                 return Caller("anon")
             raise AuthError("Invalid API key")
         claims = await self.decode(token, audience=None)
@@ -167,7 +200,8 @@ class TokenVerifier:
 
     # -- verification ------
     def _is_service_key(self, token: str) -> bool:
-        return hmac.compare_digest(token.encode(), self.config.service_key.encode())
+        """The legacy service_role JWT or the sb_secret_ key, whichever the caller sends."""
+        return _one_of(token, self.config.service_keys)
 
     async def decode(self, token: str, *, audience: str | None) -> dict[str, Any]:
         try:
@@ -194,6 +228,7 @@ class TokenVerifier:
                 audience=audience,
                 issuer=self.config.jwt_issuer,
                 options=options,  # type: ignore[arg-type]
+                leeway=LEEWAY,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("JWT expired") from None
@@ -218,6 +253,13 @@ def _bearer(request: Request, *, fallback_apikey: bool) -> str:
     if scheme.lower() != "bearer" or malformed:
         raise AuthError("Invalid authorization header: expected 'Bearer <token>'")
     return token
+
+
+def _one_of(token: str, keys: tuple[str, ...]) -> bool:
+    found = False
+    for key in keys:  # compare with each, in constant time
+        found |= hmac.compare_digest(token.encode(), key.encode())
+    return found
 
 
 def _is_uuid(value: str) -> bool:

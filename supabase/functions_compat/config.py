@@ -1,7 +1,9 @@
 """Configuration of the functions app, read from one environment mapping.
 
     SUPABASE_URL                     the project URL (also where the JWKS is fetched)
-    SUPABASE_SERVICE_ROLE_KEY        service key (``SUPABASE_SECRET_KEY`` accepted)
+    SUPABASE_SERVICE_ROLE_KEY        service key (``SUPABASE_SECRET_KEY`` accepted); when both
+                                     are set (the legacy JWT and the sb_secret_ key), a
+                                     caller may send either
     SUPABASE_JWT_SECRET              legacy HS256 secret; optional when only asymmetric keys
                                      (ES256/RS256 from the JWKS) sign user tokens
     SUPABASE_ANON_KEY                optional; the project's public key (also read as
@@ -62,6 +64,8 @@ from worker.settings import (
 log = logging.getLogger("functions_compat.config")
 
 RETIRED_LIMIT = "FUNCTIONS_MAX_IN_FLIGHT"
+SERVICE_KEY_NAMES = ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SECRET_KEY")
+PUBLIC_KEY_NAMES = ("SUPABASE_ANON_KEY", "SUPABASE_PUBLISHABLE_KEY")
 
 
 class _InitOnly(BaseSettings):
@@ -129,6 +133,9 @@ class FunctionsConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_tolerance: int = 300
     max_image_bytes: int = 25 * 1024 * 1024
+    # Every form of the project's keys the caller may send (legacy JWT, sb_ key).
+    service_keys: tuple[str, ...] = field(default=(), repr=False)
+    public_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def webhook_max_bytes(self) -> int:
@@ -161,11 +168,13 @@ class FunctionsConfig:
             own = (urlsplit(parsed.supabase_url).hostname or "").lower()
             hosts = tuple(dict.fromkeys((own, *DEFAULT_SOURCE_HOSTS)))
         worker_settings, problem = _worker_settings(values)
+        service_key = parsed.supabase_service_role_key.get_secret_value()
+        anon_key = parsed.anon_key.get_secret_value() if parsed.anon_key else None
         return cls(
             supabase_url=parsed.supabase_url,
-            service_key=parsed.supabase_service_role_key.get_secret_value(),
+            service_key=service_key,
             jwt_secret=parsed.jwt_secret.get_secret_value() if parsed.jwt_secret else None,
-            anon_key=parsed.anon_key.get_secret_value() if parsed.anon_key else None,
+            anon_key=anon_key,
             max_prompt_chars=parsed.max_prompt_chars,
             allowed_source_hosts=hosts,
             generate_timeout=parsed.generate_timeout,
@@ -179,14 +188,23 @@ class FunctionsConfig:
             ),
             webhook_tolerance=parsed.webhook_tolerance,
             max_image_bytes=parsed.max_image_bytes,
+            service_keys=_keys(values, service_key, SERVICE_KEY_NAMES),
+            public_keys=_keys(values, anon_key, PUBLIC_KEY_NAMES),
         )
 
     def secrets(self) -> list[str]:
         """Secret values, for the log redaction filter."""
-        found = [self.service_key, self.jwt_secret, self.webhook_secret]
+        found = [self.service_key, *self.service_keys, self.jwt_secret, self.webhook_secret]
         if self.worker_settings is not None:
             found.extend(self.worker_settings.secrets())
         return [s for s in found if s]
+
+
+def _keys(values: Mapping[str, str], first: str | None, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``first`` and every other non-blank value of ``names`` (case-insensitive)."""
+    upper = {k.upper(): v.strip() for k, v in values.items()}
+    found = [first, *(upper.get(name) for name in names)]
+    return tuple(dict.fromkeys(k for k in found if k))
 
 
 def _worker_settings(values: Mapping[str, str]) -> tuple[Settings | None, str | None]:

@@ -36,7 +36,13 @@ def generate_once(rt: WorkerRuntime, body: Mapping[str, Any], timeout: float) ->
     control = lifecycle.Deadline(timeout, "FUNCTIONS_GENERATE_TIMEOUT")
     request = GenerationRequest.from_payload(body)
     model = rt.services.model
-    prediction = lifecycle.create(model, rt.services.fetch_sources, request, cancel_after=timeout)
+    prediction = lifecycle.create(
+        model,
+        rt.services.fetch_sources,
+        request,
+        catalogue=rt.services.generations,  # the catalogue decides, as for queued jobs
+        cancel_after=timeout,
+    )
     prediction = lifecycle.wait(control, model, prediction)
     url = lifecycle.first_output(prediction)
     width, height = reported_size(request)

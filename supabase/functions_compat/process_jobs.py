@@ -71,7 +71,20 @@ class ProcessJobs:
             )
         except WorkerError as exc:
             log.warning("process-jobs could not claim: %s", exc.message)
+            await self._release_lost(rt, worker_id)
             raise HttpError(500, "Could not claim jobs from the queue") from None
+
+    @staticmethod
+    async def _release_lost(rt: WorkerRuntime, worker_id: str) -> None:
+        """The claim may have committed with its answer lost: hand its jobs back at once
+        (attempt given back) rather than leave them to their lease."""
+        try:
+            released = await run_in_threadpool(rt.services.queue.release_lost, worker_id, [])
+        except WorkerError as exc:
+            log.warning("process-jobs could not release lost claims: %s", exc.message)
+            return
+        if released:
+            log.warning("process-jobs released %d job(s) of a lost claim", len(released))
 
     async def _run(self, rt: WorkerRuntime, worker_id: str, jobs: list[Job]) -> list[Outcome]:
         if not jobs:

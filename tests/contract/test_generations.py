@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from tests.contract.conftest import Backend
+import pytest
+
+from tests.contract.conftest import FLUX, SDXL, SDXL_VERSION, Backend
+from worker.errors import InvalidInput
 from worker.statuses import GENERATION_TERMINAL, GenerationStatus
 
 NO_SUCH = "00000000-0000-4000-8000-000000000000"
@@ -77,3 +80,32 @@ def test_the_image_store_upserts_lists_and_removes(backend: Backend) -> None:
     store.remove([path])
     assert path not in store.list_paths(10_000)
     store.remove([])
+
+
+# -- the catalogue the worker asks before paying ------
+def test_catalogue_model_answers_the_active_row_and_its_version(backend: Backend) -> None:
+    gens = backend.generations
+    flux = gens.catalogue_model(FLUX, None)
+    assert flux["replicate_id"] == FLUX and flux["version"] is None
+    sdxl = gens.catalogue_model(SDXL, None)
+    assert sdxl["version"] == SDXL_VERSION  # the payload had none: the catalogue's
+    assert gens.catalogue_model(SDXL, SDXL_VERSION)["version"] == SDXL_VERSION
+    assert gens.catalogue_model(SDXL, "")["version"] == SDXL_VERSION
+
+
+@pytest.mark.parametrize(
+    ("model_id", "version", "named"),
+    [
+        ("attacker/model", None, "Unknown model: attacker/model"),
+        (SDXL, "f" * 64, "model_version"),
+        (FLUX, SDXL_VERSION, "model_version"),
+        ("", None, "model_id is required"),
+    ],
+)
+def test_catalogue_model_refuses_what_the_catalogue_does_not_hold(
+    backend: Backend, model_id: str, version: str | None, named: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        backend.generations.catalogue_model(model_id, version)
+    assert named in refused.value.message
+    assert not refused.value.retryable

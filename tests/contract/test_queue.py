@@ -152,6 +152,32 @@ def test_release_gives_the_attempt_back(backend: Backend, worker_id: str) -> Non
     assert job.attempt_number == 1
 
 
+def test_release_lost_hands_back_the_claims_a_worker_does_not_know(
+    backend: Backend, worker_id: str
+) -> None:
+    q = backend.queue
+    running = q.enqueue(GENERATE_IMAGE, gen())
+    lost = q.enqueue(GENERATE_IMAGE, gen())
+    other = q.enqueue(GENERATE_IMAGE, gen())
+    q.claim(2, TYPES, worker_id, LEASE)  # the answer of the second claim was lost
+    q.claim(1, TYPES, "someone-else", LEASE)
+    assert q.release_lost(worker_id, [running]) == [lost]
+    row = backend.job(lost)
+    assert row["status"] == JobStatus.PENDING and row["attempt_number"] == 0
+    assert row["locked_by"] is None
+    assert backend.job(running)["locked_by"] == worker_id
+    assert backend.job(other)["locked_by"] == "someone-else"
+    assert q.release_lost(worker_id, [running]) == []
+
+
+def test_read_returns_the_row(backend: Backend, worker_id: str) -> None:
+    q = backend.queue
+    job_id = q.enqueue(GENERATE_IMAGE, gen())
+    row = q.read(job_id)
+    assert row is not None and row["id"] == job_id and row["status"] == JobStatus.PENDING
+    assert q.read("00000000-0000-4000-8000-000000000000") is None
+
+
 # -- dedupe keys ------
 def test_a_dedupe_key_holds_one_live_job(backend: Backend, worker_id: str) -> None:
     q = backend.queue

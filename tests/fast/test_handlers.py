@@ -384,3 +384,48 @@ def test_a_missing_payload_key_is_invalid_input(world: World) -> None:
     world.db.queue.enqueue(DOWNLOAD_IMAGE, {"generation_id": "g"})
     with pytest.raises(InvalidInput, match="output_url"):
         download_image.handle(world.context(world.claim([DOWNLOAD_IMAGE])))
+
+
+# -- the catalogue decides what runs (before anything is paid) ------
+SDXL = "stability-ai/sdxl"
+SDXL_VERSION = "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
+
+
+def catalogue_world() -> World:
+    from tests.fast.conftest import settings
+    from worker.adapters.memory import MemoryDatabase
+
+    flux = "black-forest-labs/flux-schnell"
+    return World(settings(), db=MemoryDatabase(catalogue={flux: None, SDXL: SDXL_VERSION}))
+
+
+def test_a_model_taken_out_of_the_catalogue_is_refused_before_any_prediction() -> None:
+    world = catalogue_world()
+    world.submit()  # enqueued while the model was active
+    assert world.db.generations.catalogue is not None
+    del world.db.generations.catalogue["black-forest-labs/flux-schnell"]  # deactivated since
+    with pytest.raises(InvalidInput) as refused:
+        generate_image.handle(world.context(world.claim()))
+    assert "Unknown model: black-forest-labs/flux-schnell" in refused.value.message
+    assert world.model.created == []
+
+
+def test_a_version_the_catalogue_no_longer_has_is_refused() -> None:
+    world = catalogue_world()
+    world.submit(SDXL, model_version=SDXL_VERSION)
+    assert world.db.generations.catalogue is not None
+    world.db.generations.catalogue[SDXL] = "e" * 64  # the catalogue moved to a new version
+    with pytest.raises(InvalidInput) as refused:
+        generate_image.handle(world.context(world.claim()))
+    assert "model_version" in refused.value.message
+    assert world.model.created == []
+
+
+def test_the_catalogues_version_is_used_when_the_payload_has_none() -> None:
+    world = catalogue_world()
+    gid, _ = world.submit(SDXL)
+    [job] = [r for r in world.db.queue.rows() if r["payload"]["generation_id"] == gid]
+    assert job["payload"]["model_version"] == SDXL_VERSION  # filled at enqueue, as in SQL
+    generate_image.handle(world.context(world.claim()))
+    [call] = world.model.created
+    assert call.version == SDXL_VERSION

@@ -108,7 +108,7 @@ def _bad_tokens(state: StackState, user_id: str) -> dict[str, tuple[str, str]]:
         "foreign key, our kid": (jwt.encode(claims(user_id), other_ec_key(), algorithm="ES256",
                                             headers={"kid": keys.kid}), "invalid"),
         "tampered": (f"{head}.{b64(json.dumps(tampered_claims).encode())}.{sig}", "invalid"),
-        "expired": (keys.sign(claims(user_id, exp=int(time.time()) - 5)), "expired"),
+        "expired": (keys.sign(claims(user_id, exp=int(time.time()) - 60)), "expired"),  # > leeway
         "no exp": (keys.sign(claims(user_id, exp=None)), "invalid"),
         "not yet valid": (keys.sign(claims(user_id, nbf=int(time.time()) + 600)), "invalid"),
         "aud anon": (keys.sign(claims(user_id, aud="anon")), "invalid"),
@@ -196,7 +196,7 @@ def test_process_jobs_rejects_invalid_project_jwts(
     keys = stack_state.keys
     now = int(time.time())
     rejected = {
-        "expired anon": jwt.encode({"role": "anon", "exp": now - 10}, keys.jwt_secret, "HS256"),
+        "expired anon": jwt.encode({"role": "anon", "exp": now - 60}, keys.jwt_secret, "HS256"),
         "other project": jwt.encode({"role": "anon", "exp": now + 60}, "y" * 64, "HS256"),
         "unknown role": keys.sign({"role": "postgres", "exp": now + 60}),
         "unknown sb key": "sb_secret_" + "b" * 30,
@@ -274,23 +274,103 @@ def test_unreachable_jwks_is_500_not_401(stack_state: StackState, user: User) ->
 def test_jwks_is_cached_and_refetched_for_a_new_kid(stack_state: StackState) -> None:
     url = f"{stack_state.url}/auth/v1/.well-known/jwks.json"
 
-    async def scenario() -> tuple[int, int]:
-        cache = JwksCache(url, min_refresh=3600)
+    async def scenario() -> int:
+        cache = JwksCache(url, min_refresh=3600, min_gap=0.1)
         for _ in range(3):
             key = await cache.key_for(stack_state.keys.kid, "ES256")
             assert key.key_id == stack_state.keys.kid
-        with pytest.raises(AuthError):
-            await cache.key_for(str(uuid.uuid4()), "ES256")
-        cached = cache.fetches
-        eager = JwksCache(url, min_refresh=0)
-        await eager.key_for(stack_state.keys.kid, "ES256")
-        with pytest.raises(AuthError):
-            await eager.key_for(str(uuid.uuid4()), "ES256")
-        return cached, eager.fetches
+        assert cache.fetches == 1  # one fetch served three lookups
+        forged = str(uuid.uuid4())
+        for _ in range(3):
+            with pytest.raises(AuthError):
+                await cache.key_for(forged, "ES256")
+        return cache.fetches
 
-    cached, eager = asyncio.run(scenario())
-    assert cached == 1  # one fetch served four lookups; an unknown kid waits for min_refresh
-    assert eager == 2  # an unknown kid refetches (a key rotated in)
+    # an unknown kid is fetched for once (a key may have rotated in), then remembered
+    assert asyncio.run(scenario()) == 2
+
+
+# -- rotation, clock skew and the new API keys (issue 12) -----------------------------------
+def _jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    return {**public, "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+def _es256(key: ec.EllipticCurvePrivateKey, kid: str, body: dict[str, Any]) -> str:
+    return jwt.encode(body, key, algorithm="ES256", headers={"kid": kid})
+
+
+def test_a_rotated_signing_key_is_fetched_at_once(stack_state: StackState, user: User) -> None:
+    """Auth starts signing with a new key: the first token carrying its kid must pass, not
+    wait out a refresh interval (tokens with the previous key keep passing)."""
+    from tests.unit.local_http import LocalServer, Route
+
+    path = "/auth/v1/.well-known/jwks.json"
+    old, new = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server = LocalServer()
+    try:
+        server.routes[path] = Route(body=json.dumps({"keys": [_jwk(old, "k-old")]}).encode())
+        app = InProcess(stack_state, SUPABASE_URL=f"http://127.0.0.1:{server.port}",
+                        SUPABASE_JWT_SECRET="")
+        # authenticated, then refused for the empty body: 400, not 401
+        assert app.post("/start-generation", _es256(old, "k-old", claims(user.id)), {}
+                        ).status_code == 400
+        server.routes[path] = Route(
+            body=json.dumps({"keys": [_jwk(new, "k-new"), _jwk(old, "k-old")]}).encode()
+        )
+        fresh = app.post("/start-generation", _es256(new, "k-new", claims(user.id)), {})
+        assert fresh.status_code == 400, fresh.text
+        assert app.post("/start-generation", _es256(old, "k-old", claims(user.id)), {}
+                        ).status_code == 400
+        fetches = len(server.seen)
+        forged = ec.generate_private_key(ec.SECP256R1())
+        for _ in range(3):
+            refused = app.post("/start-generation", _es256(forged, "k-forged", claims(user.id)),
+                               {})
+            assert refused.status_code == 401
+        assert len(server.seen) == fetches + 1  # one fetch for the unknown kid, then remembered
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("shift", "accepted"),
+    [
+        ({"iat": 10, "nbf": 10}, True),  # issued by an Auth whose clock is 10 s ahead
+        ({"exp": -10}, True),  # expired 10 s ago: within PostgREST's 30 s
+        ({"exp": -45}, False),
+        ({"iat": 45, "nbf": 45}, False),
+    ],
+)
+def test_tokens_get_thirty_seconds_of_leeway(
+    fn: Functions, stack_state: StackState, user: User, shift: dict[str, int], accepted: bool
+) -> None:
+    now = int(time.time())
+    body = claims(user.id)
+    for name, seconds in shift.items():
+        body[name] = now + seconds
+    for alg in ("HS256", "ES256"):
+        response = fn.post("start-generation", stack_state.keys.sign(body, alg=alg), json={})
+        assert response.status_code == (400 if accepted else 401), (alg, response.text)
+
+
+def test_the_new_api_keys_are_accepted_where_their_role_is(
+    fn: Functions, stack_state: StackState
+) -> None:
+    keys = stack_state.keys
+    assert keys.secret_key.startswith("sb_secret_")
+    assert keys.publishable_key.startswith("sb_publishable_")
+    for headers in ({"apikey": keys.secret_key}, {"Authorization": f"Bearer {keys.secret_key}"}):
+        response = httpx.post(fn.url("process-generation"), headers=headers, json={}, timeout=30)
+        assert response.status_code == 400, response.text  # past authentication
+        assert response.json()["error"] == "prompt is required"
+    publishable = fn.post("process-generation", keys.publishable_key, json={})
+    assert publishable.status_code == 401  # a public key is not the service role
+    jobs = httpx.post(fn.url("process-jobs"), headers={"apikey": keys.publishable_key},
+                      json={"job_types": ["cleanup-storage"]}, timeout=60)
+    assert jobs.status_code == 200, jobs.text
+    user_only = fn.post("start-generation", keys.secret_key, json=GOOD_BODY)
+    assert user_only.status_code == 401  # an API key is never a user
 
 
 # -- configuration ---------------------------------------------------------------------------

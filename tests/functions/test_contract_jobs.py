@@ -26,7 +26,7 @@ from tests.functions.conftest import (
     assert_error,
     row,
 )
-from tests.support import Fake
+from tests.support import Fake, StackControl
 
 
 # -- process-jobs ------------------------------------------------------------------------------
@@ -95,6 +95,24 @@ def test_process_jobs_requires_a_project_jwt(standalone: Functions, token: str) 
     assert_error(response, 401)
 
 
+@pytest.mark.usefixtures("quiet_queue")
+def test_process_jobs_hands_back_a_claim_whose_answer_was_lost(
+    fn: Functions, stack_state: StackState, control: StackControl, admin_conn: psycopg.Connection
+) -> None:
+    job = admin_conn.execute(
+        "select public.enqueue_job('cleanup-storage', '{\"limit\": 1}'::jsonb)"
+    ).fetchone()
+    assert job is not None
+    control.faults({"path": "/rest/v1/rpc/claim_jobs", "fault": "drop", "count": 1})
+    response = fn.post("process-jobs", stack_state.keys.service_role_key, json={}, timeout=60)
+    assert response.status_code == 500, response.text
+    assert control.fault_counts()["injected"].get("drop") == 1
+    row = admin_conn.execute(
+        "select status, attempt_number, locked_by from public.job_queue where id = %s", (job[0],)
+    ).fetchone()
+    assert row == ("pending", 0, None)
+
+
 # -- process-generation ----------------------------------------------------------------------
 def test_process_generation_runs_one_prediction(
     standalone: Functions, stack_state: StackState, fake: Fake
@@ -127,6 +145,27 @@ def test_process_generation_reports_failures(
         data = response.json()
         assert data["success"] is False and message in data["error"].lower(), data
         assert_cors(response)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"model_id": "attacker/model", "model_version": "a" * 64}, "Unknown model"),
+        ({"model_id": "stability-ai/sdxl", "model_version": "b" * 64}, "model_version"),
+    ],
+)
+def test_process_generation_asks_the_catalogue_before_paying(
+    standalone: Functions, stack_state: StackState, fake: Fake, body: dict[str, Any], named: str
+) -> None:
+    key = stack_state.keys.service_role_key
+    response = standalone.post("process-generation", key, json={"prompt": "p", **body},
+                               timeout=60)
+    assert response.status_code == 400, response.text
+    data = response.json()
+    assert data["success"] is False and named in data["error"], data
+    requests = fake.stats()["requests"]
+    creates = [k for k in requests if k.startswith("POST") and k.endswith("/predictions")]
+    assert creates == [], requests  # not one create call reached Replicate
 
 
 def test_process_generation_is_service_role_only(

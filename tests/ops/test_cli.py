@@ -23,7 +23,7 @@ from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
 from devstack.stack import StackState
-from tests.support import ROOT, Picture, service_client
+from tests.support import ROOT, Picture, StackControl, service_client
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -235,7 +235,7 @@ def test_retry_failed_in_bulk_by_type_oldest_first_within_the_limit(
         stack_state, "retry", "--failed", "--type", "generate-image", "--limit", "2", "--json"
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"requeued": 2, "job_id": None}
+    assert json.loads(proc.stdout) == {"requeued": 2, "skipped": 0, "job_id": None}
     statuses = [job_row(admin_conn, job)["status"] for _, job in submitted]
     assert statuses == ["pending", "pending", "failed"]
     assert [generation_status(admin_conn, gid) for gid, _ in submitted] == [
@@ -446,6 +446,34 @@ def test_the_secret_key_name_is_accepted(stack_state: StackState) -> None:
         SUPABASE_SECRET_KEY=stack_state.keys.service_role_key,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_new_secret_key_works(stack_state: StackState) -> None:
+    key = stack_state.keys.secret_key
+    assert key.startswith("sb_secret_")
+    proc = cli(stack_state, "status", "--json", SUPABASE_SERVICE_ROLE_KEY=key)
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout), dict)
+
+
+def test_an_unknown_secret_key_is_a_configuration_error(stack_state: StackState) -> None:
+    """The gateway's 401 {"message": "Invalid API key"} has no PostgREST code."""
+    bad = "sb_secret_" + "z" * 40
+    proc = cli(stack_state, "status", SUPABASE_SERVICE_ROLE_KEY=bad)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line_error(proc)
+    assert "Invalid API key" in line and "SUPABASE_SERVICE_ROLE_KEY" in line
+    assert bad not in proc.stderr + proc.stdout
+
+
+def test_a_gateway_error_says_supabase_is_unavailable(
+    stack_state: StackState, control: StackControl
+) -> None:
+    control.faults({"path": "/rest/v1/*", "methods": ["GET"], "fault": "502"})
+    proc = cli(stack_state, "status")
+    assert proc.returncode == 1
+    line = one_line_error(proc)
+    assert "Supabase is unavailable right now (HTTP 502" in line and "try again" in line
 
 
 def test_a_key_without_service_rights_is_a_configuration_error(stack_state: StackState) -> None:

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from worker.logs import JsonFormatter, Redactor, TextFormatter
+from worker.logs import DemoteLibraries, JsonFormatter, Redactor, TextFormatter, resolve_format
 from worker.metrics import worker_metrics
 
 SECRET = "r8_secret_value_that_must_never_leak"
@@ -76,3 +76,40 @@ def test_metrics_render() -> None:
     assert 'le="0.25"' in text and "picture_worker_job_duration_seconds_count" in text
     assert "picture_worker_jobs_in_flight 2" in text
     assert m.value("picture_worker_jobs_total", job_type="generate-image", outcome="completed") == 2
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def test_auto_format_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    assert resolve_format("auto", _Stream(tty=True)) == "text"
+    assert resolve_format("auto", _Stream(tty=False)) == "json"
+    assert resolve_format("json", _Stream(tty=True)) == "json"
+    assert resolve_format("text", _Stream(tty=False)) == "text"
+
+
+def test_library_records_are_demoted_unless_debugging_and_ours_are_kept() -> None:
+    def passes(name: str, level: int, configured: int) -> tuple[bool, str]:
+        record = logging.LogRecord(name, level, __file__, 1, "Connection failed", None, None)
+        kept = DemoteLibraries(configured).filter(record)
+        return kept, record.levelname
+
+    assert passes("realtime._async.client", logging.ERROR, logging.INFO) == (False, "DEBUG")
+    assert passes("realtime._async.client", logging.ERROR, logging.DEBUG) == (True, "DEBUG")
+    assert passes("httpx", logging.INFO, logging.INFO) == (False, "DEBUG")
+    assert passes("worker.realtime", logging.ERROR, logging.INFO) == (True, "ERROR")
+    assert passes("uvicorn.error", logging.ERROR, logging.INFO) == (True, "ERROR")
+
+
+def test_uvicorns_coloured_copy_of_its_message_is_not_logged() -> None:
+    logger, stream = _logger(JsonFormatter())
+    logger.info("Started server process [%d]", 7,
+                extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    line = json.loads(stream.getvalue())
+    assert "color_message" not in line and "\x1b" not in stream.getvalue()

@@ -32,7 +32,7 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
     assert s.job_types == ("generate-image", "download-image", "process-webhook", "cleanup-storage")
     assert s.replicate_api_base_url == "https://api.replicate.com/v1"
     assert s.allowed_download_hosts == ("replicate.delivery", "*.replicate.delivery")
-    assert s.log_format == "json"
+    assert s.log_format == "auto"  # text on a terminal, JSON otherwise
     assert s.webhook_url is None
 
 
@@ -51,7 +51,7 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
         ),
         ("WORKER_CONCURRENCY", "three", "WORKER_CONCURRENCY: Input should be a valid integer"),
         ("WORKER_JOB_TYPES", "generate-image,paint", "WORKER_JOB_TYPES: unknown job type(s) paint"),
-        ("WORKER_LOG_FORMAT", "xml", "WORKER_LOG_FORMAT: Input should be 'json' or 'text'"),
+        ("WORKER_LOG_FORMAT", "xml", "WORKER_LOG_FORMAT: Input should be 'auto', 'json' or 'text'"),
         ("WORKER_POLL_INTERVAL", "-1", "WORKER_POLL_INTERVAL: Input should be greater than 0"),
     ],
 )

@@ -71,7 +71,7 @@ class MemoryQueue(WorkCalls):
         clock: Clock = utc_now,
         catalogue: Mapping[str, str | None] | None = None,
     ) -> None:
-        self.generations = generations or MemoryGenerations(clock)
+        self.generations = generations or MemoryGenerations(clock, catalogue)
         self.clock = clock
         # The active models (replicate_id -> version) enqueue_job checks generate-image
         # payloads against, as the SQL does (catalogue_model); None: no catalogue, no check.
@@ -230,6 +230,23 @@ class MemoryQueue(WorkCalls):
                 locked_until=None,
             )
             return True
+
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        with self.lock:
+            self.calls.append("release_lost_claims")
+            lost = [
+                job.id
+                for job in self.jobs.values()
+                if job.holds(worker_id) and job.id not in set(known)
+            ]
+            for job_id in lost:
+                self.release(job_id, worker_id)
+            return lost
+
+    def read(self, job_id: str) -> Row | None:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            return None if job is None else job.row()
 
     def enqueue(
         self,
@@ -436,5 +453,5 @@ class MemoryDatabase:
     store: MemoryImageStore = field(default_factory=MemoryImageStore)
 
     def __post_init__(self) -> None:
-        self.generations = MemoryGenerations(self.clock)
+        self.generations = MemoryGenerations(self.clock, self.catalogue)
         self.queue = MemoryQueue(self.generations, self.clock, self.catalogue)

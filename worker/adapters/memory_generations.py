@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
-from worker.errors import PermanentError
+from worker.errors import InvalidInput, PermanentError
 from worker.ports import Row
 from worker.statuses import GenerationStatus
 
@@ -25,10 +25,14 @@ def iso(value: object) -> object:
 
 
 class MemoryGenerations:
-    """``image_generations`` and ``images``."""
+    """``image_generations`` and ``images``, and the ``models`` catalogue they name
+    (``catalogue``: active replicate_id -> version; None: no catalogue, nothing checked)."""
 
-    def __init__(self, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, clock: Clock = utc_now, catalogue: Mapping[str, str | None] | None = None
+    ) -> None:
         self.clock = clock
+        self.catalogue = dict(catalogue) if catalogue is not None else None
         self.lock = threading.RLock()
         self.rows: dict[str, dict[str, object]] = {}
         self.images: dict[str, dict[str, object]] = {}  # by generation id (unique there)
@@ -106,6 +110,31 @@ class MemoryGenerations:
             image = {"id": str(uuid.uuid4()), "created_at": self.clock(), **row}
             self.images[gid] = image
             return export(image)
+
+    def catalogue_model(self, model_id: str, model_version: str | None) -> Row:
+        """``catalogue_model()`` of 20261201000200: an active model, the catalogue's version;
+        ``InvalidInput`` naming the field otherwise (the SQL's 22023)."""
+        model_id = (model_id or "").strip()
+        version = (model_version or "").strip() or None
+        if self.catalogue is None:
+            return {"replicate_id": model_id, "version": version, "is_active": True}
+        if not model_id:
+            raise InvalidInput(
+                "the model catalogue refused the job: model_id is required: a replicate_id "
+                "of the model catalogue"
+            )
+        if model_id not in self.catalogue:
+            raise InvalidInput(
+                f"the model catalogue refused the job: Unknown model: {model_id} (model_id "
+                "must be an active model of the catalogue)"
+            )
+        known = self.catalogue[model_id]
+        if version is not None and version != known:
+            raise InvalidInput(
+                f"the model catalogue refused the job: model_version {version} is not the "
+                f"catalogue's version for model_id {model_id}"
+            )
+        return {"replicate_id": model_id, "version": known, "is_active": True}
 
     def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
         with self.lock:

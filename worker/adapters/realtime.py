@@ -5,12 +5,21 @@ never notices a half-open socket; so this adapter owns the connection: it subscr
 watches the channel state, and on any error tears the client down and subscribes again
 with capped exponential backoff, forever. Events are only hints (the daemon polls once
 after every (re)subscribe), so nothing is lost while it is down.
+
+Subscribed means the server's word, not the join reply: Supabase Realtime answers
+``phx_join`` with ``ok`` before the postgres_changes subscription exists, and announces it
+later with the system message "Subscribed to PostgreSQL" (realtime-py reports the join
+reply as SUBSCRIBED). Only that message counts (and makes the daemon poll once). A table
+missing from the ``supabase_realtime`` publication gets a system error instead, which the
+server does not retry: it is logged once as an ERROR and retried only every
+``UNPUBLISHED_RETRY`` seconds, the daemon polling at its degraded interval meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -35,6 +44,16 @@ def inserted_row(payload: Any) -> Mapping[str, Any] | None:
     return record if isinstance(record, Mapping) and record.get("id") else None
 
 
+CONFIRM_TIMEOUT = 15.0  # from connect to "Subscribed to PostgreSQL"
+SUBSCRIBED = "Subscribed to PostgreSQL"
+UNPUBLISHED = "Unable to subscribe to changes"  # the server's error for an unpublished table
+UNPUBLISHED_RETRY = 300.0
+
+
+class Unpublished(Exception):
+    """The server refused the postgres_changes subscription (table not published)."""
+
+
 class RealtimeWakeups:
     def __init__(
         self,
@@ -52,6 +71,7 @@ class RealtimeWakeups:
         self._table = table
         self.connected = False
         self.subscriptions = 0
+        self.unpublished_reported = False
 
     def _set_connected(self, value: bool) -> None:
         if value != self.connected:
@@ -65,10 +85,14 @@ class RealtimeWakeups:
             client = AsyncRealtimeClient(
                 self._url, token=self._key, auto_reconnect=False, max_retries=1
             )
+            unpublished = False
             try:
                 await self._subscribe(client, lost)
                 failures = 0
                 await self._watch(client, lost, stop)
+            except Unpublished as exc:
+                unpublished = True
+                self._report_unpublished(str(exc))
             except Exception as exc:
                 log.warning(
                     "realtime subscription failed: %s",
@@ -85,6 +109,8 @@ class RealtimeWakeups:
             delay = min(BACKOFF_CAP, BACKOFF_START * 2 ** min(failures - 1, 8)) * random.uniform(
                 0.8, 1.2
             )
+            if unpublished:
+                delay = UNPUBLISHED_RETRY
             log.info(
                 "realtime down; resubscribing in %.1fs (polling meanwhile)",
                 delay,
@@ -93,10 +119,34 @@ class RealtimeWakeups:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
+    def _report_unpublished(self, message: str) -> None:
+        if self.unpublished_reported:
+            log.info("realtime still refused: %s", message, extra={"action": "realtime.refused"})
+            return
+        self.unpublished_reported = True
+        log.error(
+            "realtime cannot subscribe to INSERTs on %s (is the table in the supabase_realtime "
+            "publication?): %s; polling every WORKER_POLL_INTERVAL_DEGRADED meanwhile, "
+            "retrying every %.0fs",
+            self._table,
+            message,
+            UNPUBLISHED_RETRY,
+            extra={"action": "realtime.unpublished"},
+        )
+
     async def _subscribe(self, client: AsyncRealtimeClient, lost: asyncio.Event) -> None:
         await client.connect()
         loop = asyncio.get_running_loop()
         subscribed = asyncio.Event()
+        refused: list[str] = []
+
+        def on_system(payload: Any) -> None:
+            try:
+                message = str(getattr(payload, "message", ""))
+                if SUBSCRIBED in message:
+                    loop.call_soon(subscribed.set)
+            except Exception:
+                log.exception("realtime system callback failed")
 
         def on_insert(payload: Any) -> None:
             try:  # callbacks run inside the client's listen task: never raise here
@@ -107,8 +157,11 @@ class RealtimeWakeups:
         def on_state(state: RealtimeSubscribeStates, err: Exception | None) -> None:
             try:
                 if state == RealtimeSubscribeStates.SUBSCRIBED:
-                    loop.call_soon(subscribed.set)
+                    # the join reply: the subscription does not exist yet (on_system)
+                    log.debug("realtime joined", extra={"action": "realtime.joined"})
                 else:
+                    if err is not None and UNPUBLISHED in str(err):
+                        refused.append(str(err))
                     log.info(
                         "realtime channel %s%s",
                         state.value if hasattr(state, "value") else state,
@@ -127,8 +180,13 @@ class RealtimeWakeups:
             schema="public",
             filter=PENDING_ONLY,  # a job inserted already claimed wakes nobody
         )
+        channel.on_system(on_system)
         await channel.subscribe(on_state)
-        await asyncio.wait_for(subscribed.wait(), timeout=15)
+        await self._confirmed(subscribed, lost)
+        if refused:
+            raise Unpublished(_server_message(refused[0]))
+        if lost.is_set():
+            raise ConnectionError("the channel failed before the subscription was confirmed")
         self.subscriptions += 1
         log.info(
             "realtime subscribed to INSERT on %s",
@@ -136,6 +194,20 @@ class RealtimeWakeups:
             extra={"action": "realtime.subscribed"},
         )
         self._set_connected(True)
+
+    @staticmethod
+    async def _confirmed(subscribed: asyncio.Event, lost: asyncio.Event) -> None:
+        """Wait for the server's confirmation, or for the channel to fail first."""
+        waiters = [asyncio.create_task(subscribed.wait()), asyncio.create_task(lost.wait())]
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=CONFIRM_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if not done:
+            raise TimeoutError(f"no {SUBSCRIBED!r} within {CONFIRM_TIMEOUT:.0f}s")
 
     async def _watch(
         self, client: AsyncRealtimeClient, lost: asyncio.Event, stop: asyncio.Event
@@ -146,3 +218,13 @@ class RealtimeWakeups:
             listen = getattr(client, "_listen_task", None)
             if not client.is_connected or (listen is not None and listen.done()):
                 lost.set()
+
+
+def _server_message(error: str) -> str:
+    """The ``message`` of realtime-py's CHANNEL_ERROR (a JSON dump of the system payload)."""
+    try:
+        payload = json.loads(error)
+    except ValueError:
+        return error
+    message = payload.get("message") if isinstance(payload, dict) else None
+    return str(message) if message else error

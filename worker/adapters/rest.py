@@ -6,14 +6,16 @@ heartbeat_job, ...); generations and images through the table API.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from postgrest.exceptions import APIError
+from postgrest.types import CountMethod
 from supabase import Client
 
-from worker.adapters._errors import call, translated
+from worker.adapters._errors import call, call_fenced, translated
 from worker.adapters.answers import (
     chain_params,
     claimed,
@@ -23,7 +25,7 @@ from worker.adapters.answers import (
     registry_params,
     stored,
 )
-from worker.errors import RetryableError
+from worker.errors import InvalidInput, PermanentError, RetryableError
 from worker.jobs import Job, enqueue_params, parse_ts
 from worker.ports import (
     Chain,
@@ -36,6 +38,28 @@ from worker.ports import (
     Stored,
     WorkerInfo,
 )
+
+CATALOGUE_REFUSED = "22023"  # catalogue_model: unknown model, or not the catalogue's version
+ID_CHUNK = 100  # ids per ``in.(...)`` filter: ~3.7 KB of URL, at most 100 rows an answer
+
+
+C = TypeVar("C", bound=Claimed)
+
+
+def _sent(what: str, fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``call`` that also says how many times the request went out."""
+    tries = 0
+
+    def attempt() -> Any:
+        nonlocal tries
+        tries += 1
+        return fn()
+
+    return call(what, attempt), tries
+
+
+def _doubt(answer: C, tries: int) -> C:
+    return replace(answer, in_doubt=True) if tries > 1 and answer.asked else answer
 
 
 def _rows(data: Any) -> list[dict[str, Any]]:
@@ -78,7 +102,13 @@ class SupabaseQueue:
 
     def complete(self, job_id: str, worker_id: str, result: Mapping[str, Any] | None) -> Row:
         params = {"p_job_id": job_id, "p_result": dict(result or {}), "p_worker_id": worker_id}
-        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+
+        def completed() -> Any:
+            row = self.read(job_id)
+            return [row] if row is not None and row.get("status") == "completed" else None
+
+        data = call_fenced("complete_job", lambda: self._rpc("complete_job", params), completed)
+        rows = _rows(data)
         return rows[0] if rows else {}
 
     def fail(
@@ -89,14 +119,28 @@ class SupabaseQueue:
         details: Mapping[str, Any] | None,
         retryable: bool,
     ) -> Row:
+        ours = dict(details or {})
         params = {
             "p_job_id": job_id,
             "p_error": error,
-            "p_error_details": dict(details or {}),
+            "p_error_details": ours,
             "p_retryable": retryable,
             "p_worker_id": worker_id,
         }
-        rows = _rows(call("complete_job", lambda: self._rpc("complete_job", params)))
+
+        def failed() -> Any:  # this very failure: the details carry the worker and the time
+            row = self.read(job_id)
+            recorded = row.get("error_details") if row is not None else None
+            if (
+                ours
+                and isinstance(recorded, Mapping)
+                and all(recorded.get(k) == v for k, v in ours.items())
+            ):
+                return [row]
+            return None
+
+        data = call_fenced("complete_job", lambda: self._rpc("complete_job", params), failed)
+        rows = _rows(data)
         return rows[0] if rows else {}
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: int) -> Row | None:
@@ -107,6 +151,19 @@ class SupabaseQueue:
     def release(self, job_id: str, worker_id: str) -> bool:
         params = {"p_job_id": job_id, "p_worker_id": worker_id}
         return bool(_rows(call("release_job", lambda: self._rpc("release_job", params))))
+
+    def release_lost(self, worker_id: str, known: Sequence[str]) -> list[str]:
+        params = {"p_worker_id": worker_id, "p_known": list(known)}
+        rows = _rows(call("release_lost_claims", lambda: self._rpc("release_lost_claims", params)))
+        return [str(r["id"]) for r in rows]
+
+    def read(self, job_id: str) -> Row | None:
+        def run() -> Any:
+            query = self._client.table("job_queue").select("*").eq("id", job_id).limit(1)
+            return query.execute().data
+
+        rows = _rows(call("read job", run))
+        return rows[0] if rows else None
 
     def enqueue(
         self,
@@ -180,8 +237,8 @@ class SupabaseQueue:
             "p_results": dict(result),
             **chain_params(chain, "p_claim"),
         }
-        data = call("complete_and_claim", lambda: self._rpc("complete_and_claim", params))
-        return claimed(data, chain.limit if chain else 0)
+        data, tries = _sent("complete_and_claim", lambda: self._rpc("complete_and_claim", params))
+        return _doubt(claimed(data, chain.limit if chain else 0), tries)
 
     def finish_prediction(
         self, job_id: str, worker_id: str, done: PredictionDone, chain: Chain | None
@@ -197,8 +254,11 @@ class SupabaseQueue:
             "p_chain": chain is not None and "download-image" in chain.job_types,
             "p_lease_seconds": chain.lease_seconds if chain else 300,
         }
-        data = call("finish_prediction", lambda: self._rpc("finish_prediction", params))
-        return finished(data)
+        data, tries = _sent("finish_prediction", lambda: self._rpc("finish_prediction", params))
+        answer = finished(data)
+        if tries > 1 and params["p_chain"]:
+            answer = replace(answer, in_doubt=True)
+        return answer
 
     def store_image(
         self,
@@ -215,8 +275,8 @@ class SupabaseQueue:
             "p_result": dict(result),
             **chain_params(chain, "p_claim"),
         }
-        data = call("store_image", lambda: self._rpc("store_image", params))
-        return stored(data, chain.limit if chain else 0)
+        data, tries = _sent("store_image", lambda: self._rpc("store_image", params))
+        return _doubt(stored(data, chain.limit if chain else 0), tries)
 
     def heartbeat_worker(self, info: WorkerInfo, live_seconds: int) -> list[Peer]:
         params = {
@@ -304,9 +364,13 @@ class SupabaseGenerations:
         return rows[0] if rows else None
 
     def insert_image(self, row: Mapping[str, Any]) -> Row:
+        # Retried in-process: a retry after an insert whose answer was lost meets the unique
+        # index (23505) and returns the image the lost attempt wrote.
+        def run() -> Any:
+            return self._client.table("images").insert(dict(row)).execute().data
+
         try:
-            with translated("insert image"):
-                data = self._client.table("images").insert(dict(row)).execute().data
+            data = call("insert image", run)
         except Exception as exc:
             cause = exc.__cause__
             if isinstance(cause, APIError) and cause.code == "23505":
@@ -317,17 +381,59 @@ class SupabaseGenerations:
         rows = _rows(data)
         return rows[0] if rows else dict(row)
 
-    def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
-        if not generation_ids:
-            return {}
-
-        def run() -> Any:
-            return (
-                self._client.table("image_generations")
-                .select("id,status")
-                .in_("id", list(generation_ids))
-                .execute()
-                .data
+    def catalogue_model(self, model_id: str, model_version: str | None) -> Row:
+        params = {"p_model_id": model_id, "p_model_version": model_version}
+        try:
+            data = call(
+                "catalogue_model",
+                lambda: self._client.rpc("catalogue_model", params).execute().data,
             )
+        except PermanentError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and cause.code == CATALOGUE_REFUSED:
+                raise InvalidInput(
+                    f"the model catalogue refused the job: {cause.message}",
+                    details={"model_id": model_id, "model_version": model_version},
+                ) from cause
+            raise
+        rows = _rows(data)
+        if not rows or not rows[0].get("replicate_id"):
+            raise InvalidInput(f"the model catalogue has no active model {model_id}")
+        return rows[0]
 
-        return {str(r["id"]): str(r["status"]) for r in _rows(call("read generations", run))}
+    def existing_ids(self, generation_ids: Sequence[str]) -> dict[str, str]:
+        """Read in chunks of ``ID_CHUNK`` ids, so a URL stays far below the gateway's 8 KB
+        (an id is 37 bytes in ``in.(...)``), and page each chunk by its exact count, so an
+        answer cut at ``max_rows`` (1,000 on hosted) never reads as "missing". Any read
+        failing fails the whole call: nothing is concluded from part of the answer."""
+        found: dict[str, str] = {}
+        ids = list(dict.fromkeys(generation_ids))
+        for start in range(0, len(ids), ID_CHUNK):
+            found.update(self._statuses(ids[start : start + ID_CHUNK]))
+        return found
+
+    def _statuses(self, ids: list[str]) -> dict[str, str]:
+        rows: list[dict[str, Any]] = []
+        while True:
+
+            def run(offset: int = len(rows)) -> Any:
+                return (
+                    self._client.table("image_generations")
+                    .select("id,status", count=CountMethod.exact)
+                    .in_("id", ids)
+                    .order("id")
+                    .range(offset, offset + len(ids) - 1)
+                    .execute()
+                )
+
+            response = call("read generations", run)
+            page = _rows(response.data)
+            rows.extend(page)
+            total = response.count
+            if total is None:
+                raise PermanentError("read generations: the answer carries no count")
+            if len(rows) >= total or not page:
+                break
+        if len(rows) < (total or 0):
+            raise RetryableError(f"read generations: {len(rows)} of {total} rows answered")
+        return {str(r["id"]): str(r["status"]) for r in rows}

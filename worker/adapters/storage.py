@@ -8,18 +8,26 @@ from typing import Any
 from storage3.exceptions import StorageApiError
 from supabase import Client
 
-from worker.adapters._errors import call
+from worker.adapters._errors import by_status, call
 from worker.errors import PermanentError, RetryableError
 
 CACHE_SECONDS = "31536000"  # paths are deterministic per generation; overwrites are rare
+REMOVE_CHUNK = 100  # paths per remove request (Storage takes at most 1,000 prefixes)
 
 
 def _storage_error(exc: StorageApiError, what: str) -> Exception:
-    status = str(getattr(exc, "status", "") or "")
-    message = f"{what}: {exc.message} (storage status {status or '?'})"
-    if status.isdigit() and (int(status) >= 500 or int(status) == 429):
-        return RetryableError(message)
-    return PermanentError(message)
+    """storage3 puts the real status in ``status``: the body's ``statusCode`` (a string;
+    Storage answers HTTP 400 for most errors), or the HTTP status for a body it cannot
+    parse (the gateway's 502/503/504/429). Classified like every Supabase answer."""
+    raw = str(getattr(exc, "status", "") or "")
+    status = int(raw) if raw.isdigit() else None
+    message = f"{exc.message} (storage status {raw or '?'})"
+    by_http = by_status(status, what, message)
+    if by_http is not None:
+        return by_http
+    if status is not None and status >= 500:
+        return RetryableError(f"{what}: {message}")
+    return PermanentError(f"{what}: {message}")
 
 
 class SupabaseImageStore:
@@ -51,16 +59,16 @@ class SupabaseImageStore:
         return str(self._api().get_public_url(path))
 
     def remove(self, paths: Sequence[str]) -> None:
-        if not paths:
-            return
+        for start in range(0, len(paths), REMOVE_CHUNK):
+            chunk = list(paths[start : start + REMOVE_CHUNK])
 
-        def run() -> None:
-            try:
-                self._api().remove(list(paths))
-            except StorageApiError as exc:
-                raise _storage_error(exc, f"remove from {self._bucket}") from exc
+            def run(chunk: list[str] = chunk) -> None:
+                try:
+                    self._api().remove(chunk)
+                except StorageApiError as exc:
+                    raise _storage_error(exc, f"remove from {self._bucket}") from exc
 
-        call("storage remove", run)
+            call("storage remove", run)
 
     def list_paths(self, limit: int) -> list[str]:
         """Object paths ``<user>/<file>`` in the bucket, up to ``limit`` of them."""
