@@ -119,8 +119,11 @@ def no_in_flight_limit(limit_of: Callable[[int], None]) -> None:
 
 @pytest.fixture
 def quiet_queue(admin_conn: psycopg.Connection) -> Iterator[None]:
-    """Start from an empty queue so a test's workers only see that test's jobs."""
+    """Start from an empty queue so a test's workers only see that test's jobs, and from an
+    empty registry: a worker an earlier test killed would stay a live peer for 45 s, and
+    Realtime wake-ups ranked to it would wait for a poll (docs/operations.md)."""
     admin_conn.execute("delete from public.job_queue")
+    admin_conn.execute("update public.job_workers set stopped_at = now() where stopped_at is null")
     yield
     admin_conn.execute("delete from public.job_queue where status in ('pending', 'processing')")
 

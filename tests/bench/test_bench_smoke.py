@@ -126,9 +126,14 @@ def _check_calls(result: Result, sizes: Sizes) -> None:
         assert s["integrity"]["ok"], s["integrity"]
         assert s["realtime_connections"] == s["workers"]  # the WebSocket went through
         kinds = {k["kind"]: k for k in s["kinds"]}
-        assert kinds["rpc complete_job"]["per_generation_raw"] == 2.0
+        # Each job completes inside a combined call: the generate job with the prediction's
+        # end (finish_prediction), the download with the image (store_image).
+        assert kinds["rpc finish_prediction"]["per_generation_raw"] == 1.0
+        assert kinds["rpc store_image"]["per_generation_raw"] == 1.0
+        assert "rpc complete_job" not in kinds
         assert kinds["storage POST object"]["per_generation_raw"] == 1.0
-        assert kinds["rpc claim_jobs (jobs)"]["load"] <= s["jobs"]
+        claims = [k for name, k in kinds.items() if name.endswith("(jobs)")]
+        assert claims and sum(k["load"] for k in claims) <= s["jobs"]
         assert s["jobs_claimed_in_load_window"] == s["jobs"]
         assert s["totals"]["generation"]["raw"] >= 5.0
         assert s["totals"]["storage"]["raw"] == 1.0

@@ -107,12 +107,12 @@ def test_a_gateway_blip_while_downloading_does_not_fail_the_generation(
     control: StackControl,
     log_dir: Path,
 ) -> None:
-    """The download's read of `images` gets a 502 (a GET postgrest-py does not retry), its
-    upload a 503 from Storage's gateway: retried, stored once."""
+    """The download's store_image call gets a 502 from the gateway (an RPC POST postgrest-py
+    does not retry), its upload a 503 from Storage's gateway: retried, stored once."""
     user = picture.create_user()
     gid, _ = picture.submit(user, "download blip")
     control.faults(
-        {"path": "/rest/v1/images", "methods": ["GET"], "fault": "502", "count": 1},
+        {"path": "/rest/v1/rpc/store_image", "methods": ["POST"], "fault": "502", "count": 1},
         {"path": "/storage/v1/object/generated-images/*", "methods": ["POST"], "fault": "503",
          "count": 1},
     )

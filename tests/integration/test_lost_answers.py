@@ -75,13 +75,13 @@ def test_a_claim_whose_answer_was_lost_is_handed_back_at_once(
     control: StackControl,
     log_dir: Path,
 ) -> None:
-    """claim_jobs commits (the job is `processing` under the worker, an attempt spent) and
+    """claim_work commits (the job is `processing` under the worker, an attempt spent) and
     the connection drops. The worker hands back what it holds but does not know: the job
     runs at once with its attempt given back, not after its 60 s lease."""
     fake.configure(latency_seconds=0.2)
     user = picture.create_user()
     gid, _ = picture.submit(user, "lost claim")
-    control.faults({"path": "/rest/v1/rpc/claim_jobs", "fault": "drop", "count": 1})
+    control.faults({"path": "/rest/v1/rpc/claim_work", "fault": "drop", "count": 1})
     worker = WorkerProcess(stack_state, log_dir, WORKER_LEASE_SECONDS=60).start()
     try:
         worker.wait_ready()
@@ -93,3 +93,36 @@ def test_a_claim_whose_answer_was_lost_is_handed_back_at_once(
     assert picture.jobs_for(gid)[0]["attempt_number"] == 1
     recovered = worker.actions("claim.recovered")
     assert recovered and gen["job_id"] in recovered[0]["msg"]
+
+
+def test_a_completion_that_claimed_and_lost_its_answer_hands_the_claim_back(
+    stack_state: StackState,
+    picture: Picture,
+    fake: Fake,
+    control: StackControl,
+    log_dir: Path,
+) -> None:
+    """One thread, two generations: storing the first image also claims the next job for
+    the thread (store_image). That answer is lost after the commit; the in-process retry
+    answers again but claims nothing new (the next job is already held under our id). The
+    worker hands back the job it holds but does not know, so the second generation runs at
+    once, not after its 60 s lease."""
+    fake.configure(latency_seconds=0.2)
+    user = picture.create_user()
+    first, _ = picture.submit(user, "chained lost answer 1")
+    second, second_job = picture.submit(user, "chained lost answer 2")
+    control.faults({"path": "/rest/v1/rpc/store_image", "methods": ["POST"], "count": 1,
+                    "fault": "drop"})
+    worker = WorkerProcess(
+        stack_state, log_dir, WORKER_LEASE_SECONDS=60, WORKER_CONCURRENCY=1
+    ).start()
+    try:
+        worker.wait_ready()
+        gens = [picture.wait_status(gid, timeout=25) for gid in (first, second)]
+    finally:
+        worker.stop()
+    assert control.fault_counts()["injected"].get("drop") == 1
+    assert [g["status"] for g in gens] == ["completed", "completed"], gens
+    recovered = worker.actions("claim.recovered")
+    assert recovered and second_job in recovered[0]["msg"], recovered
+    assert not worker.actions("job.lease_lost")
