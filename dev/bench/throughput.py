@@ -175,8 +175,8 @@ def _tables(sizes: Sizes, rows: list[dict[str, Any]], runs: list[dict[str, Any]]
         "download (priority 1), so a generation holds a thread for gen run + dl run: "
         "C / (gen + dl) is the real ceiling.",
         "gen run > L: the worker holds the create call open for WORKER_REPLICATE_WAIT = 1 s "
-        "(Prefer: wait) and then polls every 1 s, so a prediction that misses the wait "
-        "is collected up to 1 s later.",
+        "(Prefer: wait) and then polls on the adaptive schedule (dense around the model's "
+        "usual end), so a prediction that misses the wait is collected shortly after it ends.",
         "dup/lost: jobs completed more than once or not at attempt 1 / generations missing, "
         "over all runs; checked in the rows and in the workers' job.completed log lines.",
     ]

@@ -46,7 +46,7 @@ SEED_SPACING = 1.1  # at most one generation per scaled tick: no backlog in the 
 BUSY_SHARE = 0.6  # arrivals keep at most this share of the worker's threads busy
 MIN_SPACING = 0.5
 
-POLLING = Mode("polling", "daemon: provider polling (wait 1 s, then 1 s), Realtime")
+POLLING = Mode("polling", "daemon: adaptive provider polling (default), Realtime")
 WEBHOOK = Mode("webhook", "daemon: webhook mode, Realtime", webhook=True)
 UNIFORM = Mode("poll-0.5", "daemon: uniform 0.5 s provider poll, Realtime",
                extra_env=((POLL_HOOK_ENV, "0.5"),))
