@@ -26,7 +26,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -244,15 +244,7 @@ class Daemon:
         self._claim_failures = 0
         self.last_db_ok = time.monotonic()
         self.metrics.inc("picture_worker_claims_total", result="jobs" if jobs else "empty")
-        now = datetime.now(UTC)
-        for job in jobs:
-            if job.due_at is not None:
-                self.metrics.observe(
-                    "picture_worker_pickup_latency_seconds",
-                    max(0.0, (now - job.due_at).total_seconds()),
-                    job_type=job.job_type,
-                )
-            self._submit(job)
+        self._start(jobs)
         return jobs
 
     async def _claim_batch(self, free: int, types: list[str]) -> list[Job]:
@@ -355,22 +347,27 @@ class Daemon:
         with self._chain_lock:
             chained = job_id in self._chains
             self._chains.discard(job_id)
-        if chained and (nxt is None or nxt.in_doubt):
+        doubt = chained and (nxt is None or nxt.in_doubt)
+        if doubt:
             # The completion may have claimed (its answer lost, or sent twice): look for
             # jobs held under our id that we do not run, before the next claim.
             self._doubt()
-            if self._wake is not None:
-                self._wake.set()
         # The thread is free: claim for it, unless its completion already did (and either
         # found a job, now running, or found the queue empty).
-        if self._wake is not None and (self.once or nxt is None or not (nxt.jobs or nxt.asked)):
+        claimed_for_thread = nxt is not None and bool(nxt.jobs or nxt.asked)
+        if self._wake is not None and (doubt or self.once or not claimed_for_thread):
             self._wake.set()
 
     def _adopt(self, claimed: Claimed) -> None:
         if claimed.asked and len(claimed.jobs) < claimed.asked:
             self._next_at = claimed.next_at
+        self._start(claimed.jobs)
+
+    def _start(self, jobs: Sequence[Job]) -> None:
+        """Run claimed jobs (from a claim or a completion that claimed), recording how long
+        each waited since it was due."""
         now = datetime.now(UTC)
-        for job in claimed.jobs:
+        for job in jobs:
             if job.due_at is not None:
                 self.metrics.observe(
                     "picture_worker_pickup_latency_seconds",

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import httpx
 from postgrest.exceptions import APIError
@@ -213,22 +213,29 @@ def call(what: str, fn: Callable[[], T], *, attempts: int = 4, max_seconds: floa
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class Counted(Generic[T]):
+    """``fn`` that counts how many times it was sent (``call`` may retry it): more than once
+    means an earlier attempt's answer was lost, and that attempt may have committed."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self.tries = 0
+
+    def __call__(self) -> T:
+        self.tries += 1
+        return self._fn()
+
+
 def call_fenced(what: str, fn: Callable[[], T], recorded: Callable[[], T | None]) -> T:
     """``call`` for a fenced write (complete_job): when an attempt's answer was lost (a
     transport error, a gateway 5xx after the commit) and the retry hits the fence
     (``LeaseLost``), the lost attempt may have committed. ``recorded()`` reads the row and
     returns it when it shows this very outcome; only otherwise is the lease lost."""
-    tries = 0
-
-    def attempt() -> T:
-        nonlocal tries
-        tries += 1
-        return fn()
-
+    attempt = Counted(fn)
     try:
         return call(what, attempt)
     except LeaseLost:
-        if tries < 2:
+        if attempt.tries < 2:
             raise
         row = recorded()
         if row is None:

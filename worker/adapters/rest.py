@@ -6,7 +6,7 @@ heartbeat_job, ...); generations and images through the table API.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -15,7 +15,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
 from supabase import Client
 
-from worker.adapters._errors import call, call_fenced, translated
+from worker.adapters._errors import Counted, call, call_fenced, translated
 from worker.adapters.answers import (
     chain_params,
     claimed,
@@ -46,20 +46,9 @@ ID_CHUNK = 100  # ids per ``in.(...)`` filter: ~3.7 KB of URL, at most 100 rows 
 C = TypeVar("C", bound=Claimed)
 
 
-def _sent(what: str, fn: Callable[[], Any]) -> tuple[Any, int]:
-    """``call`` that also says how many times the request went out."""
-    tries = 0
-
-    def attempt() -> Any:
-        nonlocal tries
-        tries += 1
-        return fn()
-
-    return call(what, attempt), tries
-
-
-def _doubt(answer: C, tries: int) -> C:
-    return replace(answer, in_doubt=True) if tries > 1 and answer.asked else answer
+def _doubt(answer: C, attempt: Counted[Any], claimed_any: bool) -> C:
+    """``answer``, marked in doubt when the call that may have claimed was sent twice."""
+    return replace(answer, in_doubt=True) if attempt.tries > 1 and claimed_any else answer
 
 
 def _rows(data: Any) -> list[dict[str, Any]]:
@@ -237,8 +226,9 @@ class SupabaseQueue:
             "p_results": dict(result),
             **chain_params(chain, "p_claim"),
         }
-        data, tries = _sent("complete_and_claim", lambda: self._rpc("complete_and_claim", params))
-        return _doubt(claimed(data, chain.limit if chain else 0), tries)
+        attempt = Counted(lambda: self._rpc("complete_and_claim", params))
+        answer = claimed(call("complete_and_claim", attempt), chain.limit if chain else 0)
+        return _doubt(answer, attempt, bool(answer.asked))
 
     def finish_prediction(
         self, job_id: str, worker_id: str, done: PredictionDone, chain: Chain | None
@@ -254,11 +244,9 @@ class SupabaseQueue:
             "p_chain": chain is not None and "download-image" in chain.job_types,
             "p_lease_seconds": chain.lease_seconds if chain else 300,
         }
-        data, tries = _sent("finish_prediction", lambda: self._rpc("finish_prediction", params))
-        answer = finished(data)
-        if tries > 1 and params["p_chain"]:
-            answer = replace(answer, in_doubt=True)
-        return answer
+        attempt = Counted(lambda: self._rpc("finish_prediction", params))
+        answer = finished(call("finish_prediction", attempt))
+        return _doubt(answer, attempt, bool(params["p_chain"]))
 
     def store_image(
         self,
@@ -275,8 +263,9 @@ class SupabaseQueue:
             "p_result": dict(result),
             **chain_params(chain, "p_claim"),
         }
-        data, tries = _sent("store_image", lambda: self._rpc("store_image", params))
-        return _doubt(stored(data, chain.limit if chain else 0), tries)
+        attempt = Counted(lambda: self._rpc("store_image", params))
+        answer = stored(call("store_image", attempt), chain.limit if chain else 0)
+        return _doubt(answer, attempt, bool(answer.asked))
 
     def heartbeat_worker(self, info: WorkerInfo, live_seconds: int) -> list[Peer]:
         params = {
